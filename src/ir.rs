@@ -1,0 +1,727 @@
+//! The canonical request, reply and stream-event types.
+//!
+//! Every caller surface decodes into these types and every provider adapter encodes from them:
+//! N surfaces and M providers meet here, so the middle of the stack (routing, retry, limits,
+//! usage) is provider-agnostic. Fields a format has that the IR does not model travel in
+//! `extra`, tagged with the [`Format`] they came from, so they can be passed through untouched
+//! when caller and upstream speak the same format (and are dropped, not mistranslated, when not).
+//!
+//! This module depends on nothing of ours.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::Stream;
+use serde_json::{Map, Value};
+
+/// A wire format: the API a caller speaks, or the API an upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// OpenAI Chat Completions / Embeddings / Models (and every compatible server).
+    OpenAi,
+    /// Anthropic Messages.
+    Anthropic,
+    /// Google AI `generateContent`.
+    Gemini,
+    /// The built-in mock provider (in-process, no wire format).
+    Mock,
+}
+
+impl Format {
+    /// Stable lowercase name, used in errors and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::OpenAi => "openai",
+            Format::Anthropic => "anthropic",
+            Format::Gemini => "gemini",
+            Format::Mock => "mock",
+        }
+    }
+}
+
+/// Unknown fields of a wire object, kept with the format they belong to.
+pub type Extra = Map<String, Value>;
+
+/// One request entering the middle of the stack.
+#[derive(Debug)]
+pub struct Request {
+    /// What is asked.
+    pub op: Operation,
+    /// Who asked, when, and anything layers attach on the way.
+    pub meta: Meta,
+}
+
+/// Per-request context that is not part of the API payload.
+#[derive(Debug)]
+pub struct Meta {
+    /// The request id (from `x-request-id` or generated).
+    pub request_id: Arc<str>,
+    /// The caller's API format: errors and replies are rendered in it.
+    pub surface: Format,
+    /// When the request reached switchyard.
+    pub received_at: Instant,
+    /// Values layers attach for later layers (principal, route, ...). Each layer documents
+    /// what it inserts and what it consumes in `stack.rs`.
+    pub extensions: http::Extensions,
+}
+
+impl Meta {
+    /// A fresh context for a request from `surface`.
+    pub fn new(request_id: Arc<str>, surface: Format) -> Self {
+        Self {
+            request_id,
+            surface,
+            received_at: Instant::now(),
+            extensions: http::Extensions::new(),
+        }
+    }
+}
+
+/// The operations switchyard understands.
+#[derive(Debug, Clone)]
+pub enum Operation {
+    /// A chat / messages completion, streamed or not.
+    Chat(ChatRequest),
+    /// Token counting for a chat request (answered by estimation where no upstream offers it).
+    CountTokens(ChatRequest),
+    /// An embeddings request.
+    Embeddings(EmbeddingsRequest),
+    /// List the models (public routes) this gateway serves.
+    ListModels,
+}
+
+impl Operation {
+    /// The public model name asked for, if the operation names one.
+    pub fn model(&self) -> Option<&str> {
+        match self {
+            Operation::Chat(c) | Operation::CountTokens(c) => Some(&c.model),
+            Operation::Embeddings(e) => Some(&e.model),
+            Operation::ListModels => None,
+        }
+    }
+
+    /// Whether the caller asked for a streamed reply.
+    pub fn is_stream(&self) -> bool {
+        matches!(self, Operation::Chat(c) if c.stream)
+    }
+
+    /// Stable operation name (OpenTelemetry GenAI `gen_ai.operation.name`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Operation::Chat(_) => "chat",
+            Operation::CountTokens(_) => "count_tokens",
+            Operation::Embeddings(_) => "embeddings",
+            Operation::ListModels => "list_models",
+        }
+    }
+}
+
+/// Who speaks a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// System instructions.
+    System,
+    /// OpenAI's `developer` role (system instructions for reasoning models).
+    Developer,
+    /// The end user.
+    User,
+    /// The model.
+    Assistant,
+    /// A tool result.
+    Tool,
+}
+
+/// A chat completion request.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    /// The model name as the caller wrote it (a route name or `provider/model`).
+    pub model: String,
+    /// The conversation, system messages included, in order.
+    pub messages: Vec<Message>,
+    /// Tools the model may call.
+    pub tools: Vec<Tool>,
+    /// How the model must use the tools.
+    pub tool_choice: Option<ToolChoice>,
+    /// Whether the model may call several tools in one turn.
+    pub parallel_tool_calls: Option<bool>,
+    /// Output token cap.
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature.
+    pub temperature: Option<f64>,
+    /// Nucleus sampling.
+    pub top_p: Option<f64>,
+    /// Top-k sampling (Anthropic, Gemini).
+    pub top_k: Option<u32>,
+    /// Stop sequences.
+    pub stop: Vec<String>,
+    /// Number of choices (OpenAI `n`).
+    pub n: Option<u32>,
+    /// Requested output format.
+    pub response_format: Option<ResponseFormat>,
+    /// Whether the reply is streamed.
+    pub stream: bool,
+    /// Whether the caller wants the usage chunk of a streamed reply. Upstreams are always asked
+    /// for usage; this only decides whether the caller sees it.
+    pub include_usage: bool,
+    /// End-user id, when the caller passed one.
+    pub user: Option<String>,
+    /// Fields of the caller's format the IR does not model.
+    pub extra: Extra,
+    /// The format `extra` (and every nested `extra`) belongs to.
+    pub source: Format,
+}
+
+impl ChatRequest {
+    /// An empty request for `model` from a `source` format.
+    pub fn new(model: impl Into<String>, source: Format) -> Self {
+        Self {
+            model: model.into(),
+            messages: Vec::new(),
+            tools: Vec::new(),
+            tool_choice: None,
+            parallel_tool_calls: None,
+            max_tokens: None,
+            temperature: None,
+            top_p: None,
+            top_k: None,
+            stop: Vec::new(),
+            n: None,
+            response_format: None,
+            stream: false,
+            include_usage: false,
+            user: None,
+            extra: Extra::new(),
+            source,
+        }
+    }
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// Who speaks.
+    pub role: Role,
+    /// Content parts, in order.
+    pub content: Vec<Part>,
+    /// Tool calls made by an assistant message.
+    pub tool_calls: Vec<ToolCall>,
+    /// For a `Tool` message: the call it answers.
+    pub tool_call_id: Option<String>,
+    /// Participant name (OpenAI `name`).
+    pub name: Option<String>,
+    /// Unknown fields of the message, in the request's source format.
+    pub extra: Extra,
+}
+
+impl Message {
+    /// A message with one text part.
+    pub fn text(role: Role, text: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: vec![Part::Text(text.into())],
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
+            extra: Extra::new(),
+        }
+    }
+
+    /// All text parts joined, for formats (and estimates) that need plain text.
+    pub fn joined_text(&self) -> String {
+        let mut out = String::new();
+        for part in &self.content {
+            if let Part::Text(t) = part {
+                out.push_str(t);
+            }
+        }
+        out
+    }
+}
+
+/// A content part.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Part {
+    /// Plain text.
+    Text(String),
+    /// An image, by URL or inline data.
+    Image(Image),
+    /// A part the IR does not model, in the request's source format (passed through only to an
+    /// upstream of that format).
+    Other(Value),
+}
+
+/// An image in a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Image {
+    /// A remote image.
+    Url {
+        /// The URL.
+        url: String,
+        /// OpenAI's `detail` hint.
+        detail: Option<String>,
+    },
+    /// Inline bytes, base64-encoded.
+    Base64 {
+        /// MIME type, e.g. `image/png`.
+        media_type: String,
+        /// Base64 data (no `data:` prefix).
+        data: String,
+    },
+}
+
+/// A tool call made by the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCall {
+    /// Call id, echoed by the tool result.
+    pub id: String,
+    /// Function name.
+    pub name: String,
+    /// Arguments as JSON text, exactly as the model produced it.
+    pub arguments: String,
+}
+
+/// A tool (function) the model may call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tool {
+    /// Function name.
+    pub name: String,
+    /// What it does.
+    pub description: Option<String>,
+    /// JSON Schema of the arguments.
+    pub parameters: Value,
+    /// OpenAI structured-outputs `strict`.
+    pub strict: Option<bool>,
+}
+
+/// How the model must use tools.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolChoice {
+    /// The model decides.
+    Auto,
+    /// No tool calls.
+    None,
+    /// At least one tool call.
+    Required,
+    /// This tool must be called.
+    Tool(String),
+}
+
+/// Requested output format.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResponseFormat {
+    /// Free text.
+    Text,
+    /// Any JSON object.
+    JsonObject,
+    /// JSON matching a schema.
+    JsonSchema {
+        /// Schema name.
+        name: String,
+        /// The schema.
+        schema: Value,
+        /// Whether adherence is enforced.
+        strict: Option<bool>,
+        /// Description of the schema.
+        description: Option<String>,
+    },
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinishReason {
+    /// Natural end or a stop sequence.
+    Stop,
+    /// The token cap was hit.
+    Length,
+    /// The model called tools.
+    ToolCalls,
+    /// A safety filter stopped it.
+    ContentFilter,
+    /// Anything else, verbatim.
+    Other(String),
+}
+
+/// Token usage, normalised: `input_tokens` counts every input token *including* cached reads
+/// and cache writes (OpenAI's convention); the cached and cache-write counts are subsets of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// All input tokens.
+    pub input_tokens: u64,
+    /// All output tokens (reasoning included).
+    pub output_tokens: u64,
+    /// Input tokens read from a prompt cache (subset of `input_tokens`).
+    pub cached_input_tokens: u64,
+    /// Input tokens written to a prompt cache (subset of `input_tokens`).
+    pub cache_write_tokens: u64,
+    /// Output tokens spent on reasoning (subset of `output_tokens`).
+    pub reasoning_tokens: u64,
+}
+
+impl Usage {
+    /// Input plus output.
+    pub fn total(&self) -> u64 {
+        self.input_tokens + self.output_tokens
+    }
+}
+
+/// A complete (non-streamed) chat reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatReply {
+    /// Upstream's response id.
+    pub id: String,
+    /// The model that answered, as the upstream names it.
+    pub model: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// One per `n`.
+    pub choices: Vec<Choice>,
+    /// Token usage, when the upstream reported it.
+    pub usage: Option<Usage>,
+}
+
+/// One choice of a reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    /// Choice index.
+    pub index: u32,
+    /// The assistant message.
+    pub message: Message,
+    /// Why it stopped.
+    pub finish_reason: Option<FinishReason>,
+}
+
+/// One event of a streamed chat reply. A well-formed stream is: `Start`, then any number of
+/// deltas, `Finish` per choice, optionally `Usage` (at most once, possibly before `Finish`),
+/// then the stream ends. A failure mid-stream is an `Err` item, after which nothing follows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// The reply began.
+    Start {
+        /// Upstream's response id.
+        id: String,
+        /// The model that answers.
+        model: String,
+        /// Unix seconds.
+        created: u64,
+    },
+    /// Text for a choice.
+    TextDelta {
+        /// Choice index.
+        choice: u32,
+        /// The text fragment.
+        text: String,
+    },
+    /// A tool call began.
+    ToolCallStart {
+        /// Choice index.
+        choice: u32,
+        /// Position of the call within the turn (OpenAI's `tool_calls[].index`).
+        index: u32,
+        /// Call id.
+        id: String,
+        /// Function name.
+        name: String,
+    },
+    /// A fragment of a tool call's JSON arguments.
+    ToolCallDelta {
+        /// Choice index.
+        choice: u32,
+        /// Position of the call within the turn.
+        index: u32,
+        /// Argument text fragment.
+        arguments: String,
+    },
+    /// A choice finished.
+    Finish {
+        /// Choice index.
+        choice: u32,
+        /// Why.
+        reason: FinishReason,
+    },
+    /// Token usage for the whole reply.
+    Usage(Usage),
+}
+
+/// A streamed reply.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, Error>> + Send>>;
+
+/// An embeddings request.
+#[derive(Debug, Clone)]
+pub struct EmbeddingsRequest {
+    /// The model name as the caller wrote it.
+    pub model: String,
+    /// The inputs (OpenAI accepts a string, strings, or token arrays; kept verbatim).
+    pub input: Value,
+    /// Requested dimensions.
+    pub dimensions: Option<u32>,
+    /// `float` or `base64`, as the caller asked.
+    pub encoding_format: Option<String>,
+    /// End-user id.
+    pub user: Option<String>,
+    /// Unknown fields, in `source` format.
+    pub extra: Extra,
+    /// The format of `extra`.
+    pub source: Format,
+}
+
+/// An embeddings reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingsReply {
+    /// The model that answered.
+    pub model: String,
+    /// One vector per input, in input order.
+    pub data: Vec<Embedding>,
+    /// Token usage.
+    pub usage: Option<Usage>,
+}
+
+/// One embedding vector, as floats or as the upstream's base64 (little-endian f32) text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Embedding {
+    /// Floats.
+    Float(Vec<f32>),
+    /// Base64 of little-endian f32s.
+    Base64(String),
+}
+
+/// A model entry for `/v1/models`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    /// Public id.
+    pub id: String,
+    /// Who offers it (provider name, or `switchyard` for a route).
+    pub owned_by: String,
+}
+
+/// What the middle of the stack returns.
+pub struct Reply {
+    /// The payload.
+    pub body: ReplyBody,
+    /// Which target served it (absent for answers the gateway gives itself).
+    pub served_by: Option<ServedBy>,
+    /// How many upstream attempts were made.
+    pub attempts: u32,
+    /// Time spent waiting on upstreams so far (up to the reply's headers for a stream).
+    pub upstream_time: Duration,
+    /// Values layers attach for outer layers.
+    pub extensions: http::Extensions,
+}
+
+impl Reply {
+    /// A reply the gateway answers itself.
+    pub fn local(body: ReplyBody) -> Self {
+        Self {
+            body,
+            served_by: None,
+            attempts: 0,
+            upstream_time: Duration::ZERO,
+            extensions: http::Extensions::new(),
+        }
+    }
+}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reply")
+            .field("served_by", &self.served_by)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The payload of a reply.
+pub enum ReplyBody {
+    /// A complete chat reply.
+    Chat(ChatReply),
+    /// A streamed chat reply.
+    Stream(EventStream),
+    /// Embeddings.
+    Embeddings(EmbeddingsReply),
+    /// Token count for a `CountTokens` request.
+    TokenCount(u64),
+    /// Model list.
+    Models(Vec<ModelInfo>),
+}
+
+/// The target that served a reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedBy {
+    /// Provider name from config.
+    pub provider: Arc<str>,
+    /// Upstream model name.
+    pub model: Arc<str>,
+}
+
+/// How a failure is classified: decides retry, status and the caller-facing error type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The caller's request is malformed or unsupported (400).
+    InvalidRequest,
+    /// The caller's key is missing or wrong (401).
+    Unauthenticated,
+    /// The caller may not use this (403).
+    Forbidden,
+    /// Unknown model or path (404).
+    NotFound,
+    /// Wrong HTTP method (405).
+    MethodNotAllowed,
+    /// Body too large (413).
+    PayloadTooLarge,
+    /// A limit of the gateway or a provider (429).
+    RateLimited,
+    /// A spend budget is exhausted (429 with `insufficient_quota`-style type).
+    BudgetExceeded,
+    /// The provider rejected the gateway's credentials (502).
+    UpstreamAuth,
+    /// The provider answered with an error status (status kept when meaningful).
+    UpstreamStatus,
+    /// The provider is overloaded (Anthropic 529, 503).
+    Overloaded,
+    /// Could not connect to the provider (502).
+    Connect,
+    /// A timeout (504).
+    Timeout,
+    /// The provider's reply could not be understood (502).
+    Protocol,
+    /// A bug or an unexpected state in switchyard (500).
+    Internal,
+    /// No target could take the request (503).
+    Unavailable,
+}
+
+/// A classified failure. Its `message` is always safe to show the caller: no secrets, no
+/// upstream URLs with keys in them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Error {
+    /// Classification.
+    pub kind: ErrorKind,
+    /// HTTP status to answer with.
+    pub status: u16,
+    /// Caller-safe message.
+    pub message: String,
+    /// Which provider failed, if any.
+    pub provider: Option<Arc<str>>,
+    /// When the caller may retry.
+    pub retry_after: Option<Duration>,
+    /// Offending parameter, when known (OpenAI `param`).
+    pub param: Option<String>,
+    /// A machine-readable code (OpenAI `code`), when known.
+    pub code: Option<String>,
+}
+
+impl Error {
+    /// A new error of `kind` with its default status.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            status: kind.default_status(),
+            message: message.into(),
+            provider: None,
+            retry_after: None,
+            param: None,
+            code: None,
+        }
+    }
+
+    /// 400 invalid request.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidRequest, message)
+    }
+
+    /// Sets the offending parameter.
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    /// Sets the status explicitly.
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// Names the provider that failed.
+    pub fn with_provider(mut self, provider: Arc<str>) -> Self {
+        self.provider = Some(provider);
+        self
+    }
+
+    /// Whether a different (or the same) target might succeed where this failed, provided no
+    /// byte has reached the caller yet.
+    pub fn is_retryable(&self) -> bool {
+        match self.kind {
+            ErrorKind::RateLimited
+            | ErrorKind::Overloaded
+            | ErrorKind::Connect
+            | ErrorKind::Timeout
+            | ErrorKind::UpstreamAuth
+            | ErrorKind::Unavailable => true,
+            ErrorKind::UpstreamStatus => {
+                matches!(self.status, 408 | 409 | 429) || self.status >= 500
+            }
+            // A reply we could not parse may be one broken replica; another target may do.
+            ErrorKind::Protocol => true,
+            _ => false,
+        }
+    }
+}
+
+impl ErrorKind {
+    /// The status this kind answers with unless told otherwise.
+    pub fn default_status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidRequest => 400,
+            ErrorKind::Unauthenticated => 401,
+            ErrorKind::Forbidden => 403,
+            ErrorKind::NotFound => 404,
+            ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::RateLimited | ErrorKind::BudgetExceeded => 429,
+            ErrorKind::UpstreamAuth
+            | ErrorKind::UpstreamStatus
+            | ErrorKind::Connect
+            | ErrorKind::Protocol => 502,
+            ErrorKind::Overloaded | ErrorKind::Unavailable => 503,
+            ErrorKind::Timeout => 504,
+            ErrorKind::Internal => 500,
+        }
+    }
+
+    /// Stable lowercase name for metrics labels and error listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::PayloadTooLarge => "payload_too_large",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::BudgetExceeded => "budget_exceeded",
+            ErrorKind::UpstreamAuth => "upstream_auth",
+            ErrorKind::UpstreamStatus => "upstream_status",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Internal => "internal",
+            ErrorKind::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.kind.as_str(),
+            self.status,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for Error {}
