@@ -725,3 +725,75 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// One upstream attempt: the request (shared across attempts, never copied) and the upstream
+/// model name of the target it goes to.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The caller's request.
+    pub request: Arc<Request>,
+    /// The model name the upstream knows.
+    pub model: Arc<str>,
+    /// 1 for the first attempt of a request, 2 for the next, ...
+    pub number: u32,
+}
+
+/// The service that carries attempts to one target (provider + model): the per-target stack
+/// built at config load, from breaker down to the provider adapter.
+pub type TargetService = tower::util::BoxCloneSyncService<Attempt, Reply, Error>;
+
+/// A place a request can be sent: a provider and the model name it knows.
+#[derive(Clone)]
+pub struct Target {
+    /// Provider name from config.
+    pub provider: Arc<str>,
+    /// Upstream model name.
+    pub model: Arc<str>,
+    /// The per-target stack.
+    pub service: TargetService,
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.provider, self.model)
+    }
+}
+
+/// The targets a request may use, in the order they should be tried. Inserted into
+/// `Meta::extensions` by the route layer; consumed by the retry layer.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The public route name that matched.
+    pub route: Arc<str>,
+    /// Candidate targets, best first.
+    pub targets: Arc<[Target]>,
+}
+
+impl ChatRequest {
+    /// A cheap estimate of the input tokens (about four bytes per token, plus a few per
+    /// message), for limits checked before a call and for `count_tokens` when no upstream
+    /// counts. Reconciled with the upstream's real usage afterwards.
+    pub fn estimate_input_tokens(&self) -> u64 {
+        let mut bytes = 0usize;
+        let mut overhead = 3u64;
+        for m in &self.messages {
+            overhead += 4;
+            for p in &m.content {
+                bytes += match p {
+                    Part::Text(t) => t.len(),
+                    // Providers bill images by size; a flat figure keeps the estimate bounded.
+                    Part::Image(_) => 3000,
+                    Part::Other(v) => v.to_string().len(),
+                };
+            }
+            for c in &m.tool_calls {
+                bytes += c.name.len() + c.arguments.len();
+            }
+        }
+        for t in &self.tools {
+            bytes += t.name.len() + t.description.as_deref().map_or(0, str::len);
+            bytes += t.parameters.to_string().len();
+        }
+        overhead + (bytes as u64).div_ceil(4)
+    }
+}

@@ -4,6 +4,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod config;
 pub mod ir;
+pub mod layer;
+pub mod provider;
+pub mod route;
+pub mod server;
 pub mod sse;
+pub mod stack;
+pub mod surface;
+pub mod telemetry;
 pub mod wire;

@@ -1,0 +1,454 @@
+//! Loading: YAML → [`Config`], `${ENV}` and `file:` secret references resolved, then validated.
+//! Every error names the field and, where the YAML parser knows it, the line.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Deserializer};
+
+use super::{Config, ProviderKind};
+
+/// Where `${VAR}` and `file:` references are looked up: the real environment and file system,
+/// or a map in tests.
+pub trait Strings {
+    /// An environment variable.
+    fn var(&self, name: &str) -> Option<String>;
+    /// A file's contents.
+    fn file(&self, path: &str) -> std::io::Result<String>;
+}
+
+/// The process environment and file system.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Env;
+
+impl Strings for Env {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+    fn file(&self, path: &str) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+}
+
+/// A secret value from config: written as `${ENV_VAR}`, `file:/path` or a literal, resolved at
+/// load time. Its `Debug` and `Display` never show the value.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret {
+    reference: String,
+    value: String,
+}
+
+impl Secret {
+    /// A secret with a known value (built-in defaults, tests).
+    pub fn from_value(value: impl Into<String>) -> Self {
+        let value = value.into();
+        Self {
+            reference: String::new(),
+            value,
+        }
+    }
+
+    /// The resolved value.
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+
+    /// Where the value comes from, safe to show (`${OPENAI_API_KEY}`, `file:/run/key`), or
+    /// `<literal>`.
+    pub fn source(&self) -> &str {
+        if self.reference.contains("${") || self.reference.starts_with("file:") {
+            &self.reference
+        } else {
+            "<literal>"
+        }
+    }
+
+    fn resolve(&mut self, strings: &dyn Strings) -> Result<(), String> {
+        self.value = if let Some(path) = self.reference.strip_prefix("file:") {
+            strings
+                .file(path.trim())
+                .map_err(|e| format!("cannot read secret file '{}': {e}", path.trim()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_owned()
+        } else {
+            interpolate(&self.reference, strings)?
+        };
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({})", self.source())
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let reference = String::deserialize(d)?;
+        Ok(Self {
+            reference,
+            value: String::new(),
+        })
+    }
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` in `s`.
+fn interpolate(s: &str, strings: &dyn Strings) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unterminated '${{' in '{s}'"))?;
+        let expr = &after[..end];
+        let (name, default) = match expr.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (expr, None),
+        };
+        match (strings.var(name), default) {
+            (Some(v), _) if !v.is_empty() => out.push_str(&v),
+            (_, Some(d)) => out.push_str(d),
+            _ => return Err(format!("environment variable {name} is not set")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A config that could not be loaded; the message names the field and line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+fn at(line: u64, field: &str, msg: impl fmt::Display) -> ConfigError {
+    if line > 0 {
+        ConfigError(format!("line {line}: {field}: {msg}"))
+    } else {
+        ConfigError(format!("{field}: {msg}"))
+    }
+}
+
+/// Loads and validates a config file.
+pub fn load_file(path: &Path, strings: &dyn Strings) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+    load_str(&text, strings).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+}
+
+/// Loads and validates config text.
+pub fn load_str(text: &str, strings: &dyn Strings) -> Result<Config, ConfigError> {
+    let mut config: Config = if text.trim().is_empty() {
+        Config::default()
+    } else {
+        serde_saphyr::from_str(text).map_err(|e| ConfigError(e.to_string()))?
+    };
+    resolve_secrets(&mut config, strings)?;
+    validate(&config)?;
+    Ok(config)
+}
+
+fn resolve_secrets(config: &mut Config, strings: &dyn Strings) -> Result<(), ConfigError> {
+    for (i, p) in config.providers.iter_mut().enumerate() {
+        let line = p.name.referenced.line();
+        if let Some(k) = &mut p.api_key {
+            k.resolve(strings)
+                .map_err(|e| at(line, &format!("providers[{i}].api_key"), e))?;
+        }
+        for (h, v) in &mut p.headers {
+            v.resolve(strings)
+                .map_err(|e| at(line, &format!("providers[{i}].headers.{h}"), e))?;
+        }
+    }
+    Ok(())
+}
+
+fn validate(config: &Config) -> Result<(), ConfigError> {
+    if config.max_body_bytes == 0 {
+        return Err(at(0, "max_body_bytes", "must be greater than 0"));
+    }
+    let mut names = HashSet::new();
+    for (i, p) in config.providers.iter().enumerate() {
+        let line = p.name.referenced.line();
+        let field = |f: &str| format!("providers[{i}].{f}");
+        let name = p.name.value.as_str();
+        if name.is_empty() || name.contains('/') || name.contains(char::is_whitespace) {
+            return Err(at(
+                line,
+                &field("name"),
+                format!("'{name}' must be non-empty, without '/' or spaces"),
+            ));
+        }
+        if !names.insert(name) {
+            return Err(at(
+                line,
+                &field("name"),
+                format!("provider '{name}' is defined twice"),
+            ));
+        }
+        match (&p.base_url, p.kind.default_base_url()) {
+            (None, None) if p.kind != ProviderKind::Mock => {
+                return Err(at(
+                    line,
+                    &field("base_url"),
+                    format!("required for kind {}", p.kind),
+                ))
+            }
+            (Some(url), _) => {
+                let uri: http::Uri = url.parse().map_err(|e| {
+                    at(
+                        line,
+                        &field("base_url"),
+                        format!("'{url}' is not a URL: {e}"),
+                    )
+                })?;
+                if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+                    return Err(at(
+                        line,
+                        &field("base_url"),
+                        format!("'{url}' must be an http:// or https:// URL"),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        let needs_key = matches!(
+            p.kind,
+            ProviderKind::Openai
+                | ProviderKind::AzureOpenai
+                | ProviderKind::Anthropic
+                | ProviderKind::Gemini
+        );
+        match &p.api_key {
+            None if needs_key => {
+                return Err(at(
+                    line,
+                    &field("api_key"),
+                    format!("required for kind {}", p.kind),
+                ))
+            }
+            Some(k) if needs_key && k.expose().is_empty() => {
+                return Err(at(
+                    line,
+                    &field("api_key"),
+                    format!("{} resolved to an empty value", k.source()),
+                ))
+            }
+            _ => {}
+        }
+        if p.kind == ProviderKind::AzureOpenai && p.api_version.is_none() {
+            return Err(at(
+                line,
+                &field("api_version"),
+                "required for kind azure_openai",
+            ));
+        }
+        for (f, v) in [
+            ("connect_timeout_secs", p.connect_timeout_secs),
+            ("first_byte_timeout_secs", p.first_byte_timeout_secs),
+            ("total_timeout_secs", p.total_timeout_secs),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(at(
+                    line,
+                    &field(f),
+                    format!("{v} must be a positive number of seconds"),
+                ));
+            }
+        }
+        for h in p.headers.keys() {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                return Err(at(
+                    line,
+                    &field(&format!("headers.{h}")),
+                    "not a valid header name",
+                ));
+            }
+        }
+    }
+    let mut routes = HashSet::new();
+    for (i, m) in config.models.iter().enumerate() {
+        let line = m.name.referenced.line();
+        if m.name.value.is_empty() {
+            return Err(at(line, &format!("models[{i}].name"), "must not be empty"));
+        }
+        if !routes.insert(m.name.value.as_str()) {
+            return Err(at(
+                line,
+                &format!("models[{i}].name"),
+                format!("model '{}' is defined twice", m.name.value),
+            ));
+        }
+        if m.targets.is_empty() {
+            return Err(at(
+                line,
+                &format!("models[{i}].targets"),
+                "needs at least one target",
+            ));
+        }
+        for (j, t) in m.targets.iter().enumerate() {
+            let tline = t.referenced.line();
+            let field = format!("models[{i}].targets[{j}]");
+            let Some((provider, model)) = t.value.split_once('/') else {
+                return Err(at(
+                    tline,
+                    &field,
+                    format!("'{}' must be written provider/model", t.value),
+                ));
+            };
+            if model.is_empty() {
+                return Err(at(tline, &field, format!("'{}' names no model", t.value)));
+            }
+            let known =
+                names.contains(provider) || (provider == "mock" && config.mock != Some(false));
+            if !known {
+                let mut list: Vec<&str> = names.iter().copied().collect();
+                list.sort_unstable();
+                return Err(at(
+                    tline,
+                    &field,
+                    format!(
+                        "unknown provider '{provider}' (defined: {})",
+                        list.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct Map(HashMap<&'static str, &'static str>);
+    impl Strings for Map {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.get(name).map(|s| s.to_string())
+        }
+        fn file(&self, path: &str) -> std::io::Result<String> {
+            self.0
+                .get(path)
+                .map(|s| s.to_string())
+                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"))
+        }
+    }
+
+    fn strings() -> Map {
+        Map(HashMap::from([
+            ("PRIMARY_KEY", "sk-primary"),
+            ("/var/run/secrets/openai/key", "sk-backup\n"),
+        ]))
+    }
+
+    const README_CONFIG: &str = "\
+listen: 127.0.0.1:4000        # data plane
+admin: 127.0.0.1:9464         # /metrics /healthz /readyz
+providers:
+  - name: primary
+    kind: openai_compatible
+    base_url: http://127.0.0.1:9001/v1
+    api_key: ${PRIMARY_KEY}
+  - name: backup
+    kind: openai
+    api_key: file:/var/run/secrets/openai/key
+models:
+  - name: chat-default
+    targets: [primary/gpt-4o-mini, backup/gpt-4o-mini]
+";
+
+    #[test]
+    fn readme_config_loads_with_secrets_resolved() {
+        let c = load_str(README_CONFIG, &strings()).unwrap();
+        assert_eq!(c.providers.len(), 2);
+        assert_eq!(
+            c.providers[0].api_key.as_ref().unwrap().expose(),
+            "sk-primary"
+        );
+        assert_eq!(
+            c.providers[1].api_key.as_ref().unwrap().expose(),
+            "sk-backup"
+        );
+        assert_eq!(c.models[0].targets[1].value, "backup/gpt-4o-mini");
+        assert_eq!(c.providers[0].first_byte_timeout_secs, 60.0);
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = load_str(README_CONFIG, &strings()).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(
+            !dbg.contains("sk-primary") && !dbg.contains("sk-backup"),
+            "{dbg}"
+        );
+        assert!(dbg.contains("${PRIMARY_KEY}"));
+    }
+
+    #[test]
+    fn empty_config_is_valid() {
+        let c = load_str("", &strings()).unwrap();
+        assert_eq!(c.listen.port(), 4000);
+        assert!(c.providers.is_empty());
+    }
+
+    fn err(text: &str) -> String {
+        load_str(text, &strings()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_field_names_field_and_line() {
+        let e = err(
+            "listen: 127.0.0.1:4000\nproviders:\n  - name: a\n    kind: openai\n    api_kye: x\n",
+        );
+        assert!(e.contains("api_kye") && e.contains('5'), "{e}");
+    }
+
+    #[test]
+    fn unknown_provider_in_target_names_line() {
+        let e = err("providers:\n  - name: a\n    kind: openai_compatible\n    base_url: http://x\nmodels:\n  - name: m\n    targets:\n      - a/x\n      - b/y\n");
+        assert!(e.starts_with("line 9: models[0].targets[1]"), "{e}");
+        assert!(e.contains("unknown provider 'b'"), "{e}");
+    }
+
+    #[test]
+    fn missing_env_var_is_refused() {
+        let e = err("providers:\n  - name: a\n    kind: openai\n    api_key: ${NOPE}\n");
+        assert!(e.contains("line 2") && e.contains("NOPE is not set"), "{e}");
+    }
+
+    #[test]
+    fn missing_base_url_and_key_are_refused() {
+        assert!(
+            err("providers:\n  - name: a\n    kind: openai_compatible\n")
+                .contains("base_url: required")
+        );
+        assert!(err("providers:\n  - name: a\n    kind: anthropic\n").contains("api_key: required"));
+        assert!(err(
+            "providers:\n  - name: a\n    kind: openai_compatible\n    base_url: ftp://x\n"
+        )
+        .contains("http://"));
+    }
+
+    #[test]
+    fn duplicates_are_refused() {
+        let e = err("providers:\n  - {name: a, kind: mock}\n  - {name: a, kind: mock}\n");
+        assert!(e.contains("defined twice"), "{e}");
+    }
+
+    #[test]
+    fn interpolation_defaults_and_embedding() {
+        let s = strings();
+        assert_eq!(
+            interpolate("Bearer ${PRIMARY_KEY}", &s).unwrap(),
+            "Bearer sk-primary"
+        );
+        assert_eq!(interpolate("${UNSET:-fallback}", &s).unwrap(), "fallback");
+        assert!(interpolate("${UNTERMINATED", &s).is_err());
+    }
+}

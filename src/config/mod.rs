@@ -1,0 +1,276 @@
+//! The configuration: schema (this file), loading and secret references (`load.rs`).
+//!
+//! Every field has a sidecar-right default, so an empty file (or no file) is a valid config.
+//! Structs deny unknown fields: a typo is an error that names the line, not a silently ignored
+//! setting. Config reads no other module of ours.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+mod load;
+
+pub use load::{load_file, load_str, ConfigError, Env, Secret, Strings};
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Data-plane listen address. Loopback by default: in a pod only the app may call it.
+    pub listen: SocketAddr,
+    /// Admin-plane listen address (`/metrics`, `/healthz`, `/readyz`, `/config`).
+    pub admin: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Whether the built-in mock provider is served (as provider `mock`). Defaults to on when
+    /// the config has no providers, off otherwise.
+    pub mock: Option<bool>,
+    /// Upstream providers.
+    pub providers: Vec<ProviderConfig>,
+    /// Public model routes.
+    pub models: Vec<ModelConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            max_body_bytes: 32 * 1024 * 1024,
+            mock: None,
+            providers: Vec::new(),
+            models: Vec::new(),
+        }
+    }
+}
+
+/// The wire format and conventions of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// api.openai.com.
+    Openai,
+    /// Any OpenAI-compatible server (Groq, Mistral, DeepSeek, vLLM, Ollama, ...): `base_url`
+    /// required.
+    OpenaiCompatible,
+    /// Azure OpenAI: `base_url` is the resource endpoint, target models are deployment names.
+    AzureOpenai,
+    /// Anthropic Messages API.
+    Anthropic,
+    /// Google AI Gemini API.
+    Gemini,
+    /// The built-in mock provider.
+    Mock,
+}
+
+impl ProviderKind {
+    /// The name used in config files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::OpenaiCompatible => "openai_compatible",
+            ProviderKind::AzureOpenai => "azure_openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Mock => "mock",
+        }
+    }
+
+    /// The provider's public endpoint, when it has one.
+    pub fn default_base_url(self) -> Option<&'static str> {
+        match self {
+            ProviderKind::Openai => Some("https://api.openai.com/v1"),
+            ProviderKind::Anthropic => Some("https://api.anthropic.com"),
+            ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com/v1beta"),
+            _ => None,
+        }
+    }
+}
+
+/// One upstream provider account.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Unique name, used in targets (`name/model`).
+    pub name: Spanned<String>,
+    /// Wire format.
+    pub kind: ProviderKind,
+    /// Base URL (the part before `/chat/completions`, `/messages`, `/models/...`).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// API key: `${ENV_VAR}`, `file:/path`, or a literal. Never logged.
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// Extra headers sent upstream (values may use `${ENV}` / `file:` too).
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// Azure `api-version` query parameter.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// Anthropic `max_tokens` when the caller gave none.
+    #[serde(default)]
+    pub default_max_tokens: Option<u32>,
+    /// Models this provider offers: exact names or globs (`gpt-*`). A bare model name in a
+    /// request resolves to the first provider offering it. Defaults per kind.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    /// TCP (and TLS) connect timeout.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: f64,
+    /// Time allowed until the upstream's response headers (and, for streams, first event).
+    #[serde(default = "default_first_byte_timeout")]
+    pub first_byte_timeout_secs: f64,
+    /// Time allowed for a whole non-streamed exchange.
+    #[serde(default = "default_total_timeout")]
+    pub total_timeout_secs: f64,
+    /// Whether streamed requests ask this upstream for a usage chunk
+    /// (`stream_options.include_usage`). Turn off only for servers that reject the field.
+    #[serde(default = "yes")]
+    pub stream_usage: bool,
+}
+
+fn default_connect_timeout() -> f64 {
+    5.0
+}
+fn default_first_byte_timeout() -> f64 {
+    60.0
+}
+fn default_total_timeout() -> f64 {
+    600.0
+}
+fn yes() -> bool {
+    true
+}
+
+/// A public model route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The public name callers use.
+    pub name: Spanned<String>,
+    /// Ordered targets, `provider/model`; tried in order when one fails before any byte.
+    pub targets: Vec<Spanned<String>>,
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Providers switched on by an API key in the environment when no config file is given:
+/// (key variable, provider name, kind, base URL, model globs).
+type EnvProvider = (
+    &'static str,
+    &'static str,
+    ProviderKind,
+    Option<&'static str>,
+    &'static [&'static str],
+);
+
+const ENV_PROVIDERS: &[EnvProvider] = &[
+    ("OPENAI_API_KEY", "openai", ProviderKind::Openai, None, &[]),
+    (
+        "ANTHROPIC_API_KEY",
+        "anthropic",
+        ProviderKind::Anthropic,
+        None,
+        &[],
+    ),
+    ("GEMINI_API_KEY", "gemini", ProviderKind::Gemini, None, &[]),
+    (
+        "MISTRAL_API_KEY",
+        "mistral",
+        ProviderKind::OpenaiCompatible,
+        Some("https://api.mistral.ai/v1"),
+        &[
+            "mistral-*",
+            "open-mistral-*",
+            "codestral-*",
+            "ministral-*",
+            "pixtral-*",
+            "magistral-*",
+        ],
+    ),
+    (
+        "GROQ_API_KEY",
+        "groq",
+        ProviderKind::OpenaiCompatible,
+        Some("https://api.groq.com/openai/v1"),
+        &[],
+    ),
+    (
+        "DEEPSEEK_API_KEY",
+        "deepseek",
+        ProviderKind::OpenaiCompatible,
+        Some("https://api.deepseek.com/v1"),
+        &["deepseek-*"],
+    ),
+    (
+        "XAI_API_KEY",
+        "xai",
+        ProviderKind::OpenaiCompatible,
+        Some("https://api.x.ai/v1"),
+        &["grok-*"],
+    ),
+    (
+        "TOGETHER_API_KEY",
+        "together",
+        ProviderKind::OpenaiCompatible,
+        Some("https://api.together.xyz/v1"),
+        &[],
+    ),
+    (
+        "FIREWORKS_API_KEY",
+        "fireworks",
+        ProviderKind::OpenaiCompatible,
+        Some("https://api.fireworks.ai/inference/v1"),
+        &[],
+    ),
+    (
+        "OPENROUTER_API_KEY",
+        "openrouter",
+        ProviderKind::OpenaiCompatible,
+        Some("https://openrouter.ai/api/v1"),
+        &[],
+    ),
+];
+
+impl Config {
+    /// The built-in defaults of `switchyard serve` without a config file: the mock provider,
+    /// plus every provider whose API key is in the environment.
+    pub fn builtin(strings: &dyn Strings) -> Config {
+        let mut config = Config {
+            mock: Some(true),
+            ..Config::default()
+        };
+        for (var, name, kind, base_url, models) in ENV_PROVIDERS {
+            let Some(key) = strings.var(var).filter(|k| !k.trim().is_empty()) else {
+                continue;
+            };
+            config.providers.push(ProviderConfig {
+                name: Spanned::new(
+                    name.to_string(),
+                    serde_saphyr::Location::UNKNOWN,
+                    serde_saphyr::Location::UNKNOWN,
+                ),
+                kind: *kind,
+                base_url: base_url.map(str::to_owned),
+                api_key: Some(Secret::from_value(key.trim())),
+                headers: BTreeMap::new(),
+                api_version: None,
+                default_max_tokens: None,
+                models: (!models.is_empty())
+                    .then(|| models.iter().map(|m| m.to_string()).collect()),
+                connect_timeout_secs: default_connect_timeout(),
+                first_byte_timeout_secs: default_first_byte_timeout(),
+                total_timeout_secs: default_total_timeout(),
+                stream_usage: true,
+            });
+        }
+        config
+    }
+}

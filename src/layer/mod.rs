@@ -1,0 +1,4 @@
+//! Tower middleware, one concern per file. Layers speak IR only: they never import a caller
+//! surface or a provider module. `stack.rs` orders them.
+
+pub mod retry;

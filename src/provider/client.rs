@@ -1,0 +1,222 @@
+//! The pooled upstream HTTP client, and the pieces every HTTP provider shares: sending with
+//! timeouts, reading bounded bodies, and turning an SSE body into an IR event stream.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http_body::Body as _;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::ir::{Error, ErrorKind, StreamEvent};
+use crate::{sse, wire};
+
+/// One pooled client per provider: keep-alive, HTTP/2 by ALPN where the provider offers it,
+/// rustls with webpki roots, `TCP_NODELAY`.
+pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Largest non-streamed upstream reply read into memory.
+pub const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Builds a client with the given connect timeout.
+pub fn build(connect_timeout: Duration) -> Result<HttpClient, Error> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("TLS setup failed: {e}")))?
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .build(https))
+}
+
+/// Sends a request and waits for the response head, bounded by `first_byte`.
+pub async fn send(
+    client: &HttpClient,
+    req: http::Request<Full<Bytes>>,
+    first_byte: Duration,
+) -> Result<http::Response<Incoming>, Error> {
+    match tokio::time::timeout(first_byte, client.request(req)).await {
+        Err(_) => Err(Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "no response from upstream within {}s",
+                first_byte.as_secs_f64()
+            ),
+        )),
+        Ok(Err(e)) => Err(classify_client_error(&e)),
+        Ok(Ok(resp)) => Ok(resp),
+    }
+}
+
+/// Connect failures are distinguished from failures after the request was sent: the caller
+/// sees which, and no URL (which could embed a key) is included.
+fn classify_client_error(e: &hyper_util::client::legacy::Error) -> Error {
+    if e.is_connect() {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+        let mut detail = String::from("connection failed");
+        while let Some(s) = source {
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                detail = format!("connection failed: {}", io.kind());
+                break;
+            }
+            source = s.source();
+        }
+        if detail.contains("TimedOut") {
+            return Error::new(ErrorKind::Timeout, "timed out connecting to upstream");
+        }
+        Error::new(ErrorKind::Connect, detail)
+    } else {
+        Error::new(
+            ErrorKind::Connect,
+            "upstream connection failed before a response",
+        )
+    }
+}
+
+/// Reads a whole body, bounded in size and by `deadline`.
+pub async fn read_body(body: Incoming, deadline: Duration) -> Result<Bytes, Error> {
+    let limited = Limited::new(body, MAX_REPLY_BYTES);
+    match tokio::time::timeout(deadline, limited.collect()).await {
+        Err(_) => Err(Error::new(
+            ErrorKind::Timeout,
+            "upstream reply not complete in time",
+        )),
+        Ok(Err(e)) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Err(Error::new(ErrorKind::Protocol, "upstream reply too large"))
+            } else {
+                Err(Error::new(
+                    ErrorKind::Connect,
+                    "upstream connection lost while reading the reply",
+                ))
+            }
+        }
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+/// Parses `Retry-After` (seconds or an HTTP date is not needed by any provider we speak to)
+/// and OpenAI's `retry-after-ms`.
+pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    if let Some(ms) = headers
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+    {
+        if ms.is_finite() && ms >= 0.0 {
+            return Some(Duration::from_secs_f64(ms / 1000.0));
+        }
+    }
+    headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+/// An upstream SSE body decoded into IR events as bytes arrive.
+pub struct UpstreamStream {
+    body: Incoming,
+    parser: sse::Parser,
+    decoder: Box<dyn wire::StreamDecoder>,
+    pending: VecDeque<StreamEvent>,
+    scratch: Vec<StreamEvent>,
+    finished: bool,
+}
+
+impl UpstreamStream {
+    /// Wraps a 2xx streaming body.
+    pub fn new(body: Incoming, decoder: Box<dyn wire::StreamDecoder>) -> Self {
+        Self {
+            body,
+            parser: sse::Parser::default(),
+            decoder,
+            pending: VecDeque::new(),
+            scratch: Vec::new(),
+            finished: false,
+        }
+    }
+
+    fn fail(&mut self, e: Error) -> Poll<Option<Result<StreamEvent, Error>>> {
+        self.finished = true;
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl Stream for UpstreamStream {
+    type Item = Result<StreamEvent, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(ev) = this.pending.pop_front() {
+                return Poll::Ready(Some(Ok(ev)));
+            }
+            if this.finished {
+                return Poll::Ready(None);
+            }
+            // Drain every complete event already buffered before reading more.
+            match this.parser.next_event() {
+                Err(e) => {
+                    return this.fail(Error::new(
+                        ErrorKind::Protocol,
+                        format!("upstream stream: {e}"),
+                    ))
+                }
+                Ok(Some(ev)) => {
+                    if let Err(e) = this.decoder.event(&ev, &mut this.scratch) {
+                        return this.fail(e);
+                    }
+                    this.pending.extend(this.scratch.drain(..));
+                    if this.decoder.is_done() && this.pending.is_empty() {
+                        this.finished = true;
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+            }
+            match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        this.parser.push(data);
+                    }
+                }
+                Some(Err(_)) => {
+                    return this.fail(Error::new(
+                        ErrorKind::Connect,
+                        "upstream connection lost mid-stream",
+                    ))
+                }
+                None => {
+                    this.finished = true;
+                    if !this.decoder.is_done() {
+                        return this.fail(Error::new(
+                            ErrorKind::Protocol,
+                            "upstream stream ended before it was complete",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! Upstream providers: one module per wire format, each turning an IR [`Attempt`] into an HTTP
+//! exchange with the provider and the reply back into IR.
+//!
+//! A [`Provider`] is built once per config generation and shared by every target that names
+//! it; its pooled client lives as long as it does. [`Provider::service`] is the innermost
+//! service of a target's stack.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use http::{HeaderName, HeaderValue};
+use http_body_util::Full;
+
+use crate::config::{ProviderConfig, ProviderKind};
+use crate::ir::{Attempt, Error, ErrorKind, Format, Operation, Reply, ReplyBody, ServedBy};
+use crate::wire;
+
+pub mod client;
+pub mod mock;
+mod openai;
+
+/// Timeouts of one provider.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Until the response head (and first event of a stream).
+    pub first_byte: Duration,
+    /// A whole non-streamed exchange.
+    pub total: Duration,
+}
+
+/// An upstream provider account.
+pub struct Provider {
+    /// Name from config.
+    pub name: Arc<str>,
+    /// Wire kind.
+    pub kind: ProviderKind,
+    offers: Vec<String>,
+    adapter: Adapter,
+}
+
+enum Adapter {
+    Http(Box<Http>),
+    Mock(mock::Mock),
+}
+
+/// What every HTTP provider holds: where, with which credentials, through which client.
+struct Http {
+    base_url: String,
+    /// Auth and configured headers; values marked sensitive so no debug output shows them.
+    headers: Vec<(HeaderName, HeaderValue)>,
+    client: client::HttpClient,
+    timeouts: Timeouts,
+    api_version: Option<String>,
+    stream_usage: bool,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Model globs a provider offers when its config lists none: bare model names such as
+/// `gpt-4o-mini` resolve through these.
+fn default_offers(kind: ProviderKind) -> Vec<String> {
+    let v: &[&str] = match kind {
+        ProviderKind::Openai => &[
+            "gpt-*",
+            "o1*",
+            "o3*",
+            "o4*",
+            "chatgpt-*",
+            "text-embedding-*",
+            "omni-moderation-*",
+        ],
+        ProviderKind::Anthropic => &["claude-*"],
+        ProviderKind::Gemini => &["gemini-*", "text-embedding-004", "gemini-embedding-*"],
+        ProviderKind::Mock => &["echo", "lorem", "embed"],
+        ProviderKind::OpenaiCompatible | ProviderKind::AzureOpenai => &[],
+    };
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// `*` matches any run of characters; everything else literally.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, tail)) => {
+            let Some(rest) = name.strip_prefix(head) else {
+                return false;
+            };
+            if !tail.contains('*') {
+                return rest.len() >= tail.len() && rest.ends_with(tail);
+            }
+            (0..=rest.len()).any(|i| rest.is_char_boundary(i) && glob_match(tail, &rest[i..]))
+        }
+    }
+}
+
+fn secs(v: f64) -> Duration {
+    Duration::from_secs_f64(v)
+}
+
+fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), Error> {
+    let n = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| Error::new(ErrorKind::Internal, format!("invalid header name {name}")))?;
+    let mut v = HeaderValue::from_str(value).map_err(|_| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("header {name} has a value that is not valid"),
+        )
+    })?;
+    v.set_sensitive(true);
+    Ok((n, v))
+}
+
+impl Provider {
+    /// Builds a provider from its (validated) config.
+    pub fn from_config(cfg: &ProviderConfig) -> Result<Self, Error> {
+        let name: Arc<str> = Arc::from(cfg.name.value.as_str());
+        let offers = cfg
+            .models
+            .clone()
+            .unwrap_or_else(|| default_offers(cfg.kind));
+        if cfg.kind == ProviderKind::Mock {
+            return Ok(Self {
+                name,
+                kind: cfg.kind,
+                offers,
+                adapter: Adapter::Mock(mock::Mock::default()),
+            });
+        }
+        let base_url = cfg
+            .base_url
+            .as_deref()
+            .or(cfg.kind.default_base_url())
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_owned();
+        let key = cfg
+            .api_key
+            .as_ref()
+            .map(|k| k.expose())
+            .filter(|k| !k.is_empty());
+        let mut headers = Vec::new();
+        if let Some(key) = key {
+            match cfg.kind {
+                ProviderKind::AzureOpenai => headers.push(header("api-key", key)?),
+                ProviderKind::Anthropic => headers.push(header("x-api-key", key)?),
+                ProviderKind::Gemini => headers.push(header("x-goog-api-key", key)?),
+                _ => headers.push(header("authorization", &format!("Bearer {key}"))?),
+            }
+        }
+        if cfg.kind == ProviderKind::Anthropic {
+            headers.push(header("anthropic-version", "2023-06-01")?);
+        }
+        for (k, v) in &cfg.headers {
+            // A configured header replaces a default one of the same name.
+            let (n, v) = header(k, v.expose())?;
+            headers.retain(|(existing, _)| existing != n);
+            headers.push((n, v));
+        }
+        Ok(Self {
+            name,
+            kind: cfg.kind,
+            offers,
+            adapter: Adapter::Http(Box::new(Http {
+                base_url,
+                headers,
+                client: client::build(secs(cfg.connect_timeout_secs))?,
+                timeouts: Timeouts {
+                    first_byte: secs(cfg.first_byte_timeout_secs),
+                    total: secs(cfg.total_timeout_secs),
+                },
+                api_version: cfg.api_version.clone(),
+                stream_usage: cfg.stream_usage,
+            })),
+        })
+    }
+
+    /// The built-in mock provider, named `mock`.
+    pub fn mock() -> Self {
+        Self {
+            name: Arc::from("mock"),
+            kind: ProviderKind::Mock,
+            offers: default_offers(ProviderKind::Mock),
+            adapter: Adapter::Mock(mock::Mock::default()),
+        }
+    }
+
+    /// Whether a bare model name resolves to this provider.
+    pub fn offers(&self, model: &str) -> bool {
+        self.offers.iter().any(|p| glob_match(p, model))
+    }
+
+    /// Concrete (non-glob) model names this provider lists.
+    pub fn listed_models(&self) -> impl Iterator<Item = &str> {
+        self.offers
+            .iter()
+            .filter(|m| !m.contains('*'))
+            .map(String::as_str)
+    }
+
+    /// The innermost service of a target stack: sends attempts to this provider.
+    pub fn service(self: &Arc<Self>) -> ProviderService {
+        ProviderService {
+            provider: self.clone(),
+        }
+    }
+
+    async fn call(&self, attempt: Attempt) -> Result<Reply, Error> {
+        let started = Instant::now();
+        let body = match &self.adapter {
+            Adapter::Mock(m) => m.call(&attempt.request.op, &attempt.model).await,
+            Adapter::Http(h) => self.call_http(h, &attempt).await,
+        }
+        .map_err(|e| e.with_provider(self.name.clone()))?;
+        let mut reply = Reply::local(body);
+        reply.served_by = Some(ServedBy {
+            provider: self.name.clone(),
+            model: attempt.model.clone(),
+        });
+        reply.attempts = 1;
+        reply.upstream_time = started.elapsed();
+        Ok(reply)
+    }
+
+    async fn call_http(&self, h: &Http, attempt: &Attempt) -> Result<ReplyBody, Error> {
+        let started = Instant::now();
+        let op = &attempt.request.op;
+        let model = &*attempt.model;
+        let (format, path, body) = match self.kind {
+            ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::AzureOpenai => {
+                openai::encode(self.kind, h, op, model)?
+            }
+            ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Mock => {
+                return Err(Error::new(
+                    ErrorKind::Internal,
+                    format!("provider kind {} is not available in this build", self.kind),
+                ))
+            }
+        };
+        let stream = op.is_stream();
+        let mut req = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(format!("{}{}", h.base_url, path))
+            .header(http::header::CONTENT_TYPE, "application/json");
+        if stream {
+            req = req.header(http::header::ACCEPT, "text/event-stream");
+        }
+        for (k, v) in &h.headers {
+            req = req.header(k, v);
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|_| Error::new(ErrorKind::Internal, "could not build the upstream request"))?;
+        let resp = client::send(&h.client, req, h.timeouts.first_byte).await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let retry_after = client::retry_after(resp.headers());
+            let body = client::read_body(resp.into_body(), h.timeouts.first_byte)
+                .await
+                .unwrap_or_default();
+            let mut err = match format {
+                Format::OpenAi => wire::openai::decode_error(status.as_u16(), &body),
+                _ => wire::openai::decode_error(status.as_u16(), &body),
+            };
+            err.retry_after = retry_after.or(err.retry_after);
+            return Err(err);
+        }
+        if stream {
+            let decoder: Box<dyn wire::StreamDecoder> =
+                Box::new(wire::openai::StreamDecoder::new());
+            let mut events = client::UpstreamStream::new(resp.into_body(), decoder);
+            // Wait for the first event here, so that a stream failing before its first byte
+            // is an ordinary, retryable failure of this attempt rather than a broken reply.
+            let left = h.timeouts.first_byte.saturating_sub(started.elapsed());
+            let first = match tokio::time::timeout(left, events.next()).await {
+                Err(_) => {
+                    return Err(Error::new(
+                        ErrorKind::Timeout,
+                        "no stream event from upstream in time",
+                    ))
+                }
+                Ok(None) => {
+                    return Err(Error::new(ErrorKind::Protocol, "upstream stream was empty"))
+                }
+                Ok(Some(Err(e))) => return Err(e),
+                Ok(Some(Ok(ev))) => ev,
+            };
+            let rest = futures_util::stream::once(async move { Ok(first) }).chain(events);
+            return Ok(ReplyBody::Stream(Box::pin(rest)));
+        }
+        let body = client::read_body(resp.into_body(), h.timeouts.total).await?;
+        match op {
+            Operation::Chat(_) => Ok(ReplyBody::Chat(wire::openai::decode_chat_reply(&body)?)),
+            Operation::Embeddings(_) => Ok(ReplyBody::Embeddings(
+                wire::openai::decode_embeddings_reply(&body)?,
+            )),
+            _ => Err(Error::new(
+                ErrorKind::Internal,
+                "operation has no upstream call",
+            )),
+        }
+    }
+}
+
+/// The innermost per-target service: one provider call per attempt.
+#[derive(Clone)]
+pub struct ProviderService {
+    provider: Arc<Provider>,
+}
+
+impl tower::Service<Attempt> for ProviderService {
+    type Response = Reply;
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<Reply, Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, attempt: Attempt) -> Self::Future {
+        let provider = self.provider.clone();
+        Box::pin(async move { provider.call(attempt).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("gpt-*", "gpt-4o-mini"));
+        assert!(glob_match("gpt-*", "gpt-"));
+        assert!(!glob_match("gpt-*", "claude-3"));
+        assert!(glob_match("*-mini", "gpt-4o-mini"));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(!glob_match("a*b*c", "axxbyy"));
+        assert!(glob_match("echo", "echo"));
+        assert!(!glob_match("echo", "echo2"));
+    }
+}

@@ -1,0 +1,42 @@
+//! OpenAI-format upstreams: OpenAI itself, any OpenAI-compatible server, and Azure OpenAI
+//! (deployment URLs, `api-version`, `api-key` header).
+
+use crate::config::ProviderKind;
+use crate::ir::{Error, ErrorKind, Format, Operation};
+use crate::wire::openai::{encode_chat_request, encode_embeddings_request, RequestOptions};
+
+use super::Http;
+
+/// The request body and the path (after the base URL) for an operation.
+pub(super) fn encode(
+    kind: ProviderKind,
+    h: &Http,
+    op: &Operation,
+    model: &str,
+) -> Result<(Format, String, Vec<u8>), Error> {
+    let (endpoint, body) = match op {
+        Operation::Chat(c) => {
+            let opts = RequestOptions {
+                max_completion_tokens: kind == ProviderKind::Openai,
+                stream_usage: h.stream_usage,
+            };
+            ("chat/completions", encode_chat_request(c, model, opts))
+        }
+        Operation::Embeddings(e) => ("embeddings", encode_embeddings_request(e, model)),
+        _ => {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                "operation has no upstream call",
+            ))
+        }
+    };
+    let path = match kind {
+        // Azure names the deployment in the path; the model in the body is ignored.
+        ProviderKind::AzureOpenai => format!(
+            "/openai/deployments/{model}/{endpoint}?api-version={}",
+            h.api_version.as_deref().unwrap_or_default()
+        ),
+        _ => format!("/{endpoint}"),
+    };
+    Ok((Format::OpenAi, path, body))
+}

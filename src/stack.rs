@@ -1,0 +1,150 @@
+//! The Tower stack, top to bottom: the one place layers are ordered.
+//!
+//! ```text
+//! layer                 inserts                        consumes
+//! CatchPanic            -                              -
+//! SetRequestId          x-request-id header            -
+//! PropagateRequestId    x-request-id on the response   x-request-id header
+//! Surface (http → ir)   ir::Request{op, meta}          x-request-id header
+//! Route                 ir::Plan in meta.extensions    op.model
+//! Retry (leaf)          ir::Attempt per target         ir::Plan
+//!   per target: Provider adapter (breaker, provider limits and timeouts slot in above it)
+//! ```
+
+use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::{HeaderValue, StatusCode};
+use tower::util::BoxCloneSyncService;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+
+use crate::config::Config;
+use crate::ir::{Error, ErrorKind, Format, Target};
+use crate::layer::retry::Retry;
+use crate::provider::Provider;
+use crate::route::{RouteLayer, Routes, SharedRoutes};
+use crate::surface::{self, SurfaceLayer};
+
+/// Builds the stack of one target. Everything that is per (provider, model) — breaker,
+/// provider limits, timeouts — is composed here, innermost last.
+fn make_target(provider: &Arc<Provider>, model: &str) -> Target {
+    Target {
+        provider: provider.name.clone(),
+        model: Arc::from(model),
+        service: BoxCloneSyncService::new(provider.service()),
+    }
+}
+
+/// The providers a config asks for, the built-in mock included when enabled.
+pub fn providers(config: &Config) -> Result<Vec<Arc<Provider>>, Error> {
+    let mut out = Vec::new();
+    for p in &config.providers {
+        out.push(Arc::new(Provider::from_config(p)?));
+    }
+    let mock_on = config.mock.unwrap_or(config.providers.is_empty());
+    if mock_on && !out.iter().any(|p| &*p.name == "mock") {
+        out.push(Arc::new(Provider::mock()));
+    }
+    Ok(out)
+}
+
+/// Builds the routing table of a config generation.
+pub fn routes(config: &Config) -> Result<Routes, Error> {
+    Ok(Routes::build(config, providers(config)?, &make_target))
+}
+
+/// Request ids: a per-process random prefix and a counter — unique, cheap, and sortable
+/// within one sidecar's logs.
+#[derive(Clone)]
+struct MakeId {
+    prefix: u32,
+    next: Arc<AtomicU64>,
+}
+
+impl MakeId {
+    fn new() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
+            .unwrap_or(0)
+            ^ std::process::id();
+        Self {
+            prefix: seed,
+            next: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl MakeRequestId for MakeId {
+    fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = format!("req_{:08x}{:010x}", self.prefix, n);
+        HeaderValue::from_str(&id).ok().map(RequestId::new)
+    }
+}
+
+fn panic_response(_: Box<dyn Any + Send + 'static>) -> http::Response<surface::Body> {
+    let err = Error::new(
+        ErrorKind::Internal,
+        "switchyard hit an internal error handling this request",
+    );
+    tracing::error!("request handler panicked");
+    let mut resp = surface::error_response(Format::OpenAi, &err);
+    *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    resp
+}
+
+/// The built data plane: the service hyper calls, and the routing table reloads swap.
+pub struct Stack<S> {
+    /// The HTTP service.
+    pub service: S,
+    /// The routing table, swapped whole on reload.
+    pub routes: SharedRoutes,
+}
+
+/// Builds the data-plane stack for a validated config.
+#[allow(clippy::type_complexity)]
+pub fn build(
+    config: &Config,
+) -> Result<
+    Stack<
+        impl tower::Service<
+                http::Request<hyper::body::Incoming>,
+                Response = http::Response<
+                    impl http_body::Body<
+                            Data = bytes::Bytes,
+                            Error = impl Into<tower_http::BoxError>,
+                        > + Send
+                        + 'static,
+                >,
+                Error = std::convert::Infallible,
+                Future = impl Send,
+            > + Clone
+            + Send
+            + 'static,
+    >,
+    Error,
+> {
+    let routes: SharedRoutes = Arc::new(ArcSwap::from_pointee(routes(config)?));
+    let service = ServiceBuilder::new()
+        // A bug in one request answers 500 in the caller's format instead of killing the
+        // connection (and every stream multiplexed on it).
+        .layer(CatchPanicLayer::custom(panic_response))
+        // Every request has an id before anything logs it; a caller's own id is kept.
+        .layer(SetRequestIdLayer::x_request_id(MakeId::new()))
+        // ...and the caller sees it on the response.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        // Bytes become IR here, once; replies and errors go back in the caller's format.
+        .layer(SurfaceLayer::new(config.max_body_bytes))
+        // The model name becomes a plan of targets (unknown model: 404 before any work).
+        .layer(RouteLayer::new(routes.clone(), Arc::new(make_target)))
+        // Attempts over the plan's targets, each through its own per-target stack.
+        .service(Retry::new());
+    Ok(Stack { service, routes })
+}

@@ -1,0 +1,341 @@
+//! Caller-facing APIs: decode the caller's HTTP request into IR, call the middle of the stack,
+//! encode the reply (JSON or SSE) or the error in the caller's own format.
+//!
+//! This is the outermost IR boundary: below it everything is `ir::Request` → `ir::Reply`.
+//! Errors are rendered in exactly one place per surface (`openai::error_response`,
+//! `anthropic::error_response`).
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use http::{HeaderValue, Method, StatusCode};
+use http_body::Frame;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
+use tower::{Layer, Service};
+
+use crate::ir::{self, Error, ErrorKind, EventStream, Format, Meta, Reply};
+use crate::wire;
+
+pub mod openai;
+
+/// The response body type of the data plane: one box per response, at this boundary.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A complete body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed_unsync()
+}
+
+/// What a path and method ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Endpoint {
+    OpenAiChat,
+    OpenAiEmbeddings,
+    OpenAiModels,
+    OpenAiModel(String),
+    /// A path we do not serve, answered in the format its prefix suggests.
+    NotFound(Format),
+    MethodNotAllowed(Format, Method),
+}
+
+fn endpoint(method: &Method, path: &str) -> Endpoint {
+    let path = path.trim_end_matches('/');
+    // SDKs are pointed at `.../v1`; some callers omit the prefix.
+    let rest = path.strip_prefix("/v1").unwrap_or(path);
+    let format = Format::OpenAi;
+    let (want, ep) = match rest {
+        "/chat/completions" => (Method::POST, Endpoint::OpenAiChat),
+        "/embeddings" => (Method::POST, Endpoint::OpenAiEmbeddings),
+        "/models" => (Method::GET, Endpoint::OpenAiModels),
+        r if r.starts_with("/models/") => (
+            Method::GET,
+            Endpoint::OpenAiModel(r["/models/".len()..].to_owned()),
+        ),
+        _ => return Endpoint::NotFound(format),
+    };
+    if method == want {
+        ep
+    } else {
+        Endpoint::MethodNotAllowed(format, want)
+    }
+}
+
+/// Decodes caller APIs into IR for the inner service, and encodes its replies.
+#[derive(Debug, Clone)]
+pub struct SurfaceLayer {
+    max_body_bytes: usize,
+}
+
+impl SurfaceLayer {
+    /// A surface that refuses bodies over `max_body_bytes` with a 413.
+    pub fn new(max_body_bytes: usize) -> Self {
+        Self { max_body_bytes }
+    }
+}
+
+impl<S> Layer<S> for SurfaceLayer {
+    type Service = Surface<S>;
+    fn layer(&self, inner: S) -> Surface<S> {
+        Surface {
+            inner,
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+}
+
+/// See [`SurfaceLayer`].
+#[derive(Debug, Clone)]
+pub struct Surface<S> {
+    inner: S,
+    max_body_bytes: usize,
+}
+
+impl<S, B> Service<http::Request<B>> for Surface<S>
+where
+    S: Service<ir::Request, Response = Reply, Error = Error> + Clone + Send + 'static,
+    S::Future: Send,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The inner stack never fails readiness as a whole: per-target readiness is decided
+        // below, where an unready target is skipped. Errors surface per request.
+        match self.inner.poll_ready(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(_) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        // Call the clone we polled ready; leave a fresh clone behind.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let max = self.max_body_bytes;
+        Box::pin(async move { Ok(handle(inner, max, req).await) })
+    }
+}
+
+async fn handle<S, B>(mut inner: S, max: usize, req: http::Request<B>) -> http::Response<Body>
+where
+    S: Service<ir::Request, Response = Reply, Error = Error>,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let received_at = Instant::now();
+    let (parts, body) = req.into_parts();
+    let request_id: Arc<str> = parts
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .into();
+    let ep = endpoint(&parts.method, parts.uri.path());
+    let format = match &ep {
+        Endpoint::NotFound(f) | Endpoint::MethodNotAllowed(f, _) => *f,
+        _ => Format::OpenAi,
+    };
+    let bytes = match Limited::new(body, max).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            let err = if e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Error::new(
+                    ErrorKind::PayloadTooLarge,
+                    format!("request body exceeds {max} bytes"),
+                )
+            } else {
+                Error::invalid("could not read the request body")
+            };
+            return error_response(format, &err);
+        }
+    };
+    let op = match &ep {
+        Endpoint::OpenAiChat => openai::decode_chat(&bytes),
+        Endpoint::OpenAiEmbeddings => openai::decode_embeddings(&bytes),
+        Endpoint::OpenAiModels | Endpoint::OpenAiModel(_) => Ok(ir::Operation::ListModels),
+        Endpoint::NotFound(_) => Err(Error::new(
+            ErrorKind::NotFound,
+            format!("no endpoint {} {}", parts.method, parts.uri.path()),
+        )),
+        Endpoint::MethodNotAllowed(_, want) => Err(Error::new(
+            ErrorKind::MethodNotAllowed,
+            format!(
+                "{} {} is not allowed; use {want}",
+                parts.method,
+                parts.uri.path()
+            ),
+        )),
+    };
+    let op = match op {
+        Ok(op) => op,
+        Err(e) => return error_response(format, &e),
+    };
+    let mut meta = Meta::new(request_id, format);
+    meta.received_at = received_at;
+    let stream_opts = openai::StreamOptions::from_op(&op);
+    let result = inner.call(ir::Request { op, meta }).await;
+    match result {
+        Err(e) => error_response(format, &e),
+        Ok(reply) => {
+            let mut resp = match (&ep, reply.body) {
+                (Endpoint::OpenAiModel(id), ir::ReplyBody::Models(models)) => {
+                    match models.iter().find(|m| &m.id == id) {
+                        Some(m) => json_response(StatusCode::OK, openai::encode_model(m)),
+                        None => {
+                            return error_response(
+                                format,
+                                &Error::new(
+                                    ErrorKind::NotFound,
+                                    format!("The model '{id}' does not exist or is not served by this gateway"),
+                                ),
+                            )
+                        }
+                    }
+                }
+                (_, body) => openai::encode_reply(body, stream_opts),
+            };
+            add_reply_headers(&mut resp, &reply.served_by, reply.attempts);
+            let overhead = received_at
+                .elapsed()
+                .saturating_sub(reply.upstream_time)
+                .as_micros();
+            resp.headers_mut().insert(
+                "x-switchyard-overhead-us",
+                HeaderValue::from(overhead as u64),
+            );
+            resp
+        }
+    }
+}
+
+fn add_reply_headers(
+    resp: &mut http::Response<Body>,
+    served_by: &Option<ir::ServedBy>,
+    attempts: u32,
+) {
+    if let Some(s) = served_by {
+        let h = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&s.provider) {
+            h.insert("x-switchyard-provider", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&s.model) {
+            h.insert("x-switchyard-model", v);
+        }
+        h.insert("x-switchyard-attempts", HeaderValue::from(attempts));
+    }
+}
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, body: Vec<u8>) -> http::Response<Body> {
+    let mut resp = http::Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// An error in the caller's format, with its status and `Retry-After`.
+pub fn error_response(format: Format, err: &Error) -> http::Response<Body> {
+    let status = StatusCode::from_u16(err.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let body = match format {
+        Format::Anthropic => wire::anthropic::encode_error(err),
+        _ => wire::openai::encode_error(err),
+    };
+    let mut resp = json_response(status, body);
+    if let Some(ra) = err.retry_after {
+        let secs = ra.as_secs() + u64::from(ra.subsec_nanos() > 0);
+        resp.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if let Some(p) = err
+        .provider
+        .as_deref()
+        .and_then(|p| HeaderValue::from_str(p).ok())
+    {
+        resp.headers_mut().insert("x-switchyard-provider", p);
+    }
+    resp
+}
+
+/// An IR event stream written as SSE in a caller's format, one frame per event as it arrives.
+pub struct SseBody {
+    events: EventStream,
+    encoder: Box<dyn wire::StreamEncoder>,
+    buf: BytesMut,
+    done: bool,
+}
+
+impl SseBody {
+    /// Wraps a stream with the caller format's encoder.
+    pub fn new(events: EventStream, encoder: Box<dyn wire::StreamEncoder>) -> Self {
+        Self {
+            events,
+            encoder,
+            buf: BytesMut::with_capacity(512),
+            done: false,
+        }
+    }
+}
+
+impl http_body::Body for SseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match futures_util::ready!(this.events.as_mut().poll_next(cx)) {
+                Some(Ok(ev)) => this.encoder.event(&ev, &mut this.buf),
+                Some(Err(e)) => {
+                    this.encoder.error(&e, &mut this.buf);
+                    this.done = true;
+                }
+                None => {
+                    this.encoder.finish(&mut this.buf);
+                    this.done = true;
+                }
+            }
+            if !this.buf.is_empty() {
+                let chunk = this.buf.split().freeze();
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            }
+        }
+    }
+}
+
+/// A streamed (SSE) response.
+pub fn sse_response(
+    events: EventStream,
+    encoder: Box<dyn wire::StreamEncoder>,
+) -> http::Response<Body> {
+    let mut resp = http::Response::new(SseBody::new(events, encoder).boxed_unsync());
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    resp
+}

@@ -1,0 +1,4 @@
+//! Metrics, traces and logs.
+
+pub mod logs;
+pub mod metrics;

@@ -1,0 +1,342 @@
+use super::*;
+use crate::wire::{StreamDecoder as _, StreamEncoder as _};
+
+const CHAT: &str = include_str!("../../../tests/golden/openai/chat_request.json");
+
+#[test]
+fn decodes_every_modelled_field() {
+    let r = decode_chat_request(CHAT.as_bytes()).unwrap();
+    assert_eq!(r.model, "gpt-4o-mini");
+    assert_eq!(r.messages.len(), 4);
+    assert_eq!(r.messages[0].role, Role::Developer);
+    let user = &r.messages[1];
+    assert_eq!(user.content.len(), 4);
+    assert_eq!(
+        user.content[1],
+        Part::Image(Image::Url {
+            url: "https://example.com/cat.png".into(),
+            detail: Some("low".into())
+        })
+    );
+    assert_eq!(
+        user.content[2],
+        Part::Image(Image::Base64 {
+            media_type: "image/png".into(),
+            data: "iVBORw0KGgo=".into()
+        })
+    );
+    assert!(matches!(user.content[3], Part::Other(_)));
+    assert_eq!(
+        r.messages[2].tool_calls[0].arguments,
+        "{\"city\":\"Paris\"}"
+    );
+    assert_eq!(r.messages[3].tool_call_id.as_deref(), Some("call_abc"));
+    assert_eq!(r.tools[0].strict, Some(true));
+    assert_eq!(r.tool_choice, Some(ToolChoice::Tool("get_weather".into())));
+    assert_eq!(r.parallel_tool_calls, Some(false));
+    assert_eq!(r.max_tokens, Some(256));
+    assert_eq!(r.stop, vec!["END".to_owned()]);
+    assert!(r.stream && r.include_usage);
+    assert!(
+        matches!(r.response_format, Some(ResponseFormat::JsonSchema { ref name, .. }) if name == "answer")
+    );
+    // Unknown fields are carried, stream_options is not (it is re-derived per upstream).
+    assert_eq!(r.extra.get("seed"), Some(&json!(7)));
+    assert_eq!(r.extra.get("service_tier"), Some(&json!("flex")));
+    assert!(!r.extra.contains_key("stream_options"));
+}
+
+#[test]
+fn openai_to_openai_keeps_unknown_fields_and_the_callers_token_field() {
+    let r = decode_chat_request(CHAT.as_bytes()).unwrap();
+    let out: Value = serde_json::from_slice(&encode_chat_request(
+        &r,
+        "gpt-4o-mini-2024-07-18",
+        RequestOptions {
+            max_completion_tokens: false,
+            stream_usage: true,
+        },
+    ))
+    .unwrap();
+    let original: Value = serde_json::from_str(CHAT).unwrap();
+    assert_eq!(out["model"], "gpt-4o-mini-2024-07-18");
+    for field in [
+        "seed",
+        "logprobs",
+        "service_tier",
+        "max_completion_tokens",
+        "tools",
+        "tool_choice",
+        "response_format",
+        "user",
+        "parallel_tool_calls",
+    ] {
+        assert_eq!(out[field], original[field], "{field}");
+    }
+    assert!(
+        out.get("max_tokens").is_none(),
+        "one token cap, under the caller's name"
+    );
+    assert_eq!(out["stream_options"], json!({"include_usage": true}));
+    assert_eq!(
+        out["messages"][1]["content"][3],
+        original["messages"][1]["content"][3]
+    );
+    assert_eq!(
+        out["messages"][2]["tool_calls"],
+        original["messages"][2]["tool_calls"]
+    );
+    assert_eq!(out["stop"], json!(["END"]));
+}
+
+#[test]
+fn usage_is_always_requested_upstream_even_when_the_caller_did_not_ask() {
+    let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+    let r = decode_chat_request(body).unwrap();
+    assert!(!r.include_usage);
+    let out: Value = serde_json::from_slice(&encode_chat_request(
+        &r,
+        "m",
+        RequestOptions {
+            max_completion_tokens: true,
+            stream_usage: true,
+        },
+    ))
+    .unwrap();
+    assert_eq!(out["stream_options"]["include_usage"], true);
+}
+
+#[test]
+fn bad_requests_name_the_parameter() {
+    let cases: &[(&str, &str)] = &[
+        (r#"{"messages":[{"role":"user","content":"x"}]}"#, "model"),
+        (r#"{"model":"m","messages":[]}"#, "messages"),
+        (
+            r#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#,
+            "messages[0].role",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":5}]}"#,
+            "messages[0].content",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#,
+            "messages[0].tool_call_id",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tool_choice":"sometimes"}"#,
+            "tool_choice",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#,
+            "temperature",
+        ),
+    ];
+    for (body, param) in cases {
+        let e = decode_chat_request(body.as_bytes()).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidRequest, "{body}");
+        assert_eq!(e.status, 400);
+        assert!(
+            e.param.as_deref().unwrap_or_default().contains(param),
+            "{body}: {:?}",
+            e.param
+        );
+    }
+    let e = decode_chat_request(b"{not json").unwrap_err();
+    assert!(e.message.contains("not valid JSON"), "{}", e.message);
+}
+
+/// A real OpenAI stream with a text answer split in pieces, two parallel tool calls whose
+/// argument fragments interleave, the finish chunk, the usage chunk and `[DONE]`.
+const STREAM: &str = "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}],\"usage\":null}\n\n\
+data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Checking \\u00e9\"},\"finish_reason\":null}],\"usage\":null}\n\n\
+data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_a\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}]},\"finish_reason\":null}],\"usage\":null}\n\n\
+data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"city\\\":\"}}]},\"finish_reason\":null}],\"usage\":null}\n\n\
+data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"call_b\",\"type\":\"function\",\"function\":{\"name\":\"get_time\",\"arguments\":\"{}\"}}]},\"finish_reason\":null}],\"usage\":null}\n\n\
+data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\"Paris\\\"}\"}}]},\"finish_reason\":null}],\"usage\":null}\n\n\
+data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}],\"usage\":null}\n\n\
+data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":50,\"completion_tokens\":20,\"total_tokens\":70,\"prompt_tokens_details\":{\"cached_tokens\":32},\"completion_tokens_details\":{\"reasoning_tokens\":4}}}\n\n\
+data: [DONE]\n\n";
+
+fn expected_events() -> Vec<StreamEvent> {
+    vec![
+        StreamEvent::Start {
+            id: "chatcmpl-1".into(),
+            model: "gpt-4o-mini".into(),
+            created: 1,
+        },
+        StreamEvent::TextDelta {
+            choice: 0,
+            text: "Checking é".into(),
+        },
+        StreamEvent::ToolCallStart {
+            choice: 0,
+            index: 0,
+            id: "call_a".into(),
+            name: "get_weather".into(),
+        },
+        StreamEvent::ToolCallDelta {
+            choice: 0,
+            index: 0,
+            arguments: "{\"city\":".into(),
+        },
+        StreamEvent::ToolCallStart {
+            choice: 0,
+            index: 1,
+            id: "call_b".into(),
+            name: "get_time".into(),
+        },
+        StreamEvent::ToolCallDelta {
+            choice: 0,
+            index: 1,
+            arguments: "{}".into(),
+        },
+        StreamEvent::ToolCallDelta {
+            choice: 0,
+            index: 0,
+            arguments: "\"Paris\"}".into(),
+        },
+        StreamEvent::Finish {
+            choice: 0,
+            reason: FinishReason::ToolCalls,
+        },
+        StreamEvent::Usage(Usage {
+            input_tokens: 50,
+            output_tokens: 20,
+            cached_input_tokens: 32,
+            cache_write_tokens: 0,
+            reasoning_tokens: 4,
+        }),
+    ]
+}
+
+fn decode_stream(chunks: &[&[u8]]) -> (Vec<StreamEvent>, bool) {
+    let mut parser = sse::Parser::default();
+    let mut dec = StreamDecoder::new();
+    let mut out = Vec::new();
+    for c in chunks {
+        parser.push(c);
+        while let Some(ev) = parser.next_event().unwrap() {
+            dec.event(&ev, &mut out).unwrap();
+        }
+    }
+    (out, dec.is_done())
+}
+
+#[test]
+fn stream_decodes_the_same_split_at_every_byte() {
+    let bytes = STREAM.as_bytes();
+    for i in 0..=bytes.len() {
+        let (events, done) = decode_stream(&[&bytes[..i], &bytes[i..]]);
+        assert_eq!(events, expected_events(), "split at {i}");
+        assert!(done);
+    }
+}
+
+#[test]
+fn stream_reencodes_to_what_it_decoded() {
+    for include_usage in [true, false] {
+        let mut enc = StreamEncoder::new(include_usage);
+        let mut out = BytesMut::new();
+        for ev in expected_events() {
+            enc.event(&ev, &mut out);
+        }
+        enc.finish(&mut out);
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(text.ends_with("data: [DONE]\n\n"));
+        let (events, done) = decode_stream(&[&out]);
+        assert!(done);
+        let mut want = expected_events();
+        if !include_usage {
+            want.pop();
+            assert!(!text.contains("\"usage\""), "no usage chunk unless asked");
+        }
+        assert_eq!(events, want);
+    }
+}
+
+#[test]
+fn stream_error_chunk_is_a_classified_error() {
+    let mut dec = StreamDecoder::new();
+    let ev = sse::Event {
+        data: r#"{"error":{"message":"overloaded","type":"server_error"}}"#.into(),
+        ..Default::default()
+    };
+    let e = dec.event(&ev, &mut Vec::new()).unwrap_err();
+    assert!(e.is_retryable());
+    let bad = sse::Event {
+        data: "{\"choices\":[".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        StreamDecoder::new()
+            .event(&bad, &mut Vec::new())
+            .unwrap_err()
+            .kind,
+        ErrorKind::Protocol
+    );
+}
+
+#[test]
+fn upstream_errors_are_classified_and_auth_messages_are_not_echoed() {
+    let e = decode_error(400, br#"{"error":{"message":"bad temperature","type":"invalid_request_error","param":"temperature","code":null}}"#);
+    assert_eq!(
+        (e.kind, e.status, e.message.as_str(), e.param.as_deref()),
+        (
+            ErrorKind::InvalidRequest,
+            400,
+            "bad temperature",
+            Some("temperature")
+        )
+    );
+    let e = decode_error(401, br#"{"error":{"message":"Incorrect API key provided: sk-abc***xyz","type":"invalid_request_error","code":"invalid_api_key"}}"#);
+    assert_eq!((e.kind, e.status), (ErrorKind::UpstreamAuth, 502));
+    assert!(!e.message.contains("sk-"), "{}", e.message);
+    assert_eq!(decode_error(429, b"{}").kind, ErrorKind::RateLimited);
+    assert_eq!(decode_error(503, b"<html>").status, 503);
+    assert!(decode_error(500, b"oops").is_retryable());
+    assert!(!decode_error(400, b"oops").is_retryable());
+}
+
+#[test]
+fn errors_render_in_openai_shape() {
+    let e = Error::new(ErrorKind::NotFound, "no such model").with_param("model");
+    let v: Value = serde_json::from_slice(&encode_error(&e)).unwrap();
+    assert_eq!(
+        v,
+        json!({"error": {"message": "no such model", "type": "invalid_request_error", "param": "model", "code": "model_not_found"}})
+    );
+}
+
+#[test]
+fn reply_round_trips_with_tool_calls_and_usage() {
+    let body = br#"{"id":"chatcmpl-9","object":"chat.completion","created":5,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}],"refusal":null},"logprobs":null,"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15,"prompt_tokens_details":{"cached_tokens":2}}}"#;
+    let r = decode_chat_reply(body).unwrap();
+    assert_eq!(r.choices[0].finish_reason, Some(FinishReason::ToolCalls));
+    assert_eq!(r.usage.unwrap().cached_input_tokens, 2);
+    let again = decode_chat_reply(&encode_chat_reply(&r)).unwrap();
+    assert_eq!(again, r);
+    let v: Value = serde_json::from_slice(&encode_chat_reply(&r)).unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], Value::Null);
+    assert_eq!(v["usage"]["total_tokens"], 15);
+}
+
+#[test]
+fn embeddings_convert_between_float_and_base64() {
+    let reply = EmbeddingsReply {
+        model: "m".into(),
+        data: vec![Embedding::Float(vec![0.5, -1.0])],
+        usage: None,
+    };
+    let v: Value =
+        serde_json::from_slice(&encode_embeddings_reply(&reply, Some("base64"))).unwrap();
+    let b64 = v["data"][0]["embedding"].as_str().unwrap().to_owned();
+    assert_eq!(base64_to_floats(&b64), vec![0.5, -1.0]);
+    let back = EmbeddingsReply {
+        model: "m".into(),
+        data: vec![Embedding::Base64(b64)],
+        usage: None,
+    };
+    let v: Value = serde_json::from_slice(&encode_embeddings_reply(&back, None)).unwrap();
+    assert_eq!(v["data"][0]["embedding"], json!([0.5, -1.0]));
+}
