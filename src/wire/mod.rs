@@ -10,6 +10,7 @@ use bytes::BytesMut;
 use crate::{ir, sse};
 
 // pub mod openai;
+pub mod gemini;
 
 /// Turns an upstream's stream events into IR events. Stateful: formats such as Anthropic's
 /// spread one tool call over several events.
