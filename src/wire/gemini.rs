@@ -1,0 +1,1773 @@
+//! Google AI (Gemini, `generativelanguage` v1beta) upstream codec: IR → `generateContent` and
+//! `batchEmbedContents` bodies; replies, `streamGenerateContent?alt=sse` events and error bodies
+//! → IR. Pure functions, no I/O; the model name travels in the URL, never in a chat body.
+//!
+//! Decisions worth knowing (each also noted where it is made):
+//! - Tool parameters go in `parametersJsonSchema` and JSON-mode schemas in `responseJsonSchema`:
+//!   both take JSON Schema as callers write it, where `parameters`/`responseSchema` take only
+//!   Google's OpenAPI subset and reject common keywords (`additionalProperties`, `$ref`, ...).
+//! - System and developer messages are hoisted, wherever they sit, into `systemInstruction`
+//!   (text only, as the API documents).
+//! - The IR cannot carry Gemini's `thoughtSignature`, so a replayed model turn gets Google's
+//!   documented placeholder on its first `functionCall` part; without it Gemini 3 answers 400.
+//! - Dropped, having no Gemini equivalent: `parallel_tool_calls`, `user`, `Tool::strict`, image
+//!   `detail`, the JSON schema's name/description/strict, message `name`, non-text parts of
+//!   system and tool messages. `Part::Other` and `extra` are kept only when the request's
+//!   source format is Gemini (never, today): they cannot be translated, only passed through.
+//! - Reply parts other than text and function calls (thoughts, inline images, code execution)
+//!   are dropped: the IR's `Part::Other` is tagged with the *request's* format, unknown here.
+//! - A blocked prompt (no candidates, `promptFeedback.blockReason`) is an `InvalidRequest`
+//!   error with code `content_filter`: there is no reply to give, the same prompt fails on
+//!   retry, and it is the caller's content that was refused (OpenAI answers such prompts 400).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::{ir, sse, wire};
+
+/// Google's documented `thoughtSignature` for function calls the model did not just produce
+/// (history replayed by a client that could not keep the real signature).
+const PLACEHOLDER_SIGNATURE: &str = "skip_thought_signature_validator";
+
+/// Upstream messages echoed to callers are cut to this many bytes.
+const MAX_MESSAGE: usize = 2000;
+
+// ---------------------------------------------------------------------------------------------
+// Request
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Request {
+    contents: Vec<Content>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_instruction: Option<Content>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_config: Option<Value>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    generation_config: Map<String, Value>,
+}
+
+#[derive(Serialize)]
+struct Content {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    parts: Vec<Value>,
+}
+
+/// IR → body for `POST {base}/models/{model}:generateContent` (or
+/// `:streamGenerateContent?alt=sse`; same body).
+pub fn encode_request(req: &ir::ChatRequest) -> Result<Vec<u8>, ir::Error> {
+    let passthrough = req.source == ir::Format::Gemini;
+    let mut system = Vec::new();
+    let mut contents: Vec<Content> = Vec::new();
+    let mut call_names: HashMap<&str, &str> = HashMap::new();
+
+    for (i, msg) in req.messages.iter().enumerate() {
+        let (role, parts) = match msg.role {
+            ir::Role::System | ir::Role::Developer => {
+                system.extend(msg.content.iter().filter_map(|p| match p {
+                    ir::Part::Text(t) if !t.is_empty() => Some(json!({ "text": t })),
+                    _ => None,
+                }));
+                continue;
+            }
+            ir::Role::User => ("user", content_parts(&msg.content, passthrough, i)?),
+            ir::Role::Assistant => {
+                let mut parts = content_parts(&msg.content, passthrough, i)?;
+                for (n, call) in msg.tool_calls.iter().enumerate() {
+                    call_names.insert(&call.id, &call.name);
+                    let mut part = json!({
+                        "functionCall": { "name": call.name, "args": arguments(call, i, n)? }
+                    });
+                    if n == 0 {
+                        // Parallel calls carry one signature, on the first call of the step.
+                        part["thoughtSignature"] = json!(PLACEHOLDER_SIGNATURE);
+                    }
+                    parts.push(part);
+                }
+                ("model", parts)
+            }
+            ir::Role::Tool => {
+                let param = || format!("messages[{i}].tool_call_id");
+                let id = msg.tool_call_id.as_deref().ok_or_else(|| {
+                    ir::Error::invalid("a tool message must carry tool_call_id").with_param(param())
+                })?;
+                let name = call_names.get(id).ok_or_else(|| {
+                    ir::Error::invalid(format!(
+                        "tool message answers tool_call_id '{id}', which no earlier assistant \
+                         message called"
+                    ))
+                    .with_param(param())
+                })?;
+                let text = msg.joined_text();
+                let response = match serde_json::from_str::<Value>(&text) {
+                    Ok(obj @ Value::Object(_)) => obj,
+                    _ => json!({ "content": text }),
+                };
+                let part = json!({ "functionResponse": { "name": name, "response": response } });
+                ("user", vec![part])
+            }
+        };
+        if parts.is_empty() {
+            continue; // Gemini rejects a content without parts
+        }
+        match contents.last_mut() {
+            // Gemini wants turns to alternate; consecutive tool results become one turn.
+            Some(last) if last.role == Some(role) => last.parts.extend(parts),
+            _ => contents.push(Content {
+                role: Some(role),
+                parts,
+            }),
+        }
+    }
+
+    let body = Request {
+        contents,
+        system_instruction: (!system.is_empty()).then_some(Content {
+            role: None,
+            parts: system,
+        }),
+        tools: tools(req),
+        tool_config: tool_config(req)?,
+        generation_config: generation_config(req),
+    };
+    let mut value = serde_json::to_value(body).map_err(internal)?;
+    if passthrough {
+        if let Value::Object(obj) = &mut value {
+            for (k, v) in &req.extra {
+                obj.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+    }
+    serde_json::to_vec(&value).map_err(internal)
+}
+
+fn content_parts(
+    content: &[ir::Part],
+    passthrough: bool,
+    msg: usize,
+) -> Result<Vec<Value>, ir::Error> {
+    let mut parts = Vec::with_capacity(content.len());
+    for part in content {
+        match part {
+            ir::Part::Text(t) if t.is_empty() => {} // Gemini rejects empty text parts
+            ir::Part::Text(t) => parts.push(json!({ "text": t })),
+            ir::Part::Image(img) => parts.push(image(img, msg)?),
+            ir::Part::Other(v) if passthrough => parts.push(v.clone()),
+            ir::Part::Other(_) => {}
+        }
+    }
+    Ok(parts)
+}
+
+fn image(img: &ir::Image, msg: usize) -> Result<Value, ir::Error> {
+    match img {
+        ir::Image::Base64 { media_type, data } => {
+            Ok(json!({ "inlineData": { "mimeType": media_type, "data": data } }))
+        }
+        ir::Image::Url { url, .. } => {
+            if let Some(rest) = url.strip_prefix("data:") {
+                let (mime, data) = rest
+                    .split_once(";base64,")
+                    .filter(|(mime, _)| !mime.is_empty())
+                    .ok_or_else(|| {
+                        ir::Error::invalid("an image data: URL must be data:<mime>;base64,<data>")
+                            .with_param(format!("messages[{msg}].content"))
+                    })?;
+                return Ok(json!({ "inlineData": { "mimeType": mime, "data": data } }));
+            }
+            Ok(json!({ "fileData": { "mimeType": mime_from_url(url), "fileUri": url } }))
+        }
+    }
+}
+
+/// Gemini wants a MIME type with every `fileData`; the URL's extension is all we know.
+fn mime_from_url(url: &str) -> &'static str {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let ext = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("png") => "image/png",
+        Some("gif") => "image/gif",
+        Some("webp") => "image/webp",
+        Some("heic") => "image/heic",
+        Some("heif") => "image/heif",
+        Some("pdf") => "application/pdf",
+        _ => "image/jpeg",
+    }
+}
+
+fn arguments(call: &ir::ToolCall, msg: usize, n: usize) -> Result<Value, ir::Error> {
+    if call.arguments.trim().is_empty() {
+        return Ok(json!({})); // some clients send "" for a call without arguments
+    }
+    match serde_json::from_str::<Value>(&call.arguments) {
+        Ok(obj @ Value::Object(_)) => Ok(obj),
+        _ => Err(ir::Error::invalid(format!(
+            "tool call '{}' has arguments that are not a JSON object",
+            call.name
+        ))
+        .with_param(format!(
+            "messages[{msg}].tool_calls[{n}].function.arguments"
+        ))),
+    }
+}
+
+fn tools(req: &ir::ChatRequest) -> Vec<Value> {
+    if req.tools.is_empty() {
+        return Vec::new();
+    }
+    let decls: Vec<Value> = req
+        .tools
+        .iter()
+        .map(|t| {
+            let mut d = Map::new();
+            d.insert("name".into(), json!(t.name));
+            if let Some(desc) = &t.description {
+                d.insert("description".into(), json!(desc));
+            }
+            // Full JSON Schema, as callers write it (see the module docs).
+            if !t.parameters.is_null() {
+                d.insert("parametersJsonSchema".into(), t.parameters.clone());
+            }
+            Value::Object(d)
+        })
+        .collect();
+    vec![json!({ "functionDeclarations": decls })]
+}
+
+fn tool_config(req: &ir::ChatRequest) -> Result<Option<Value>, ir::Error> {
+    let Some(choice) = &req.tool_choice else {
+        return Ok(None);
+    };
+    if req.tools.is_empty() {
+        return Ok(None); // a mode without declarations means nothing to Gemini
+    }
+    let config = match choice {
+        ir::ToolChoice::Auto => json!({ "mode": "AUTO" }),
+        ir::ToolChoice::None => json!({ "mode": "NONE" }),
+        ir::ToolChoice::Required => json!({ "mode": "ANY" }),
+        ir::ToolChoice::Tool(name) => {
+            if !req.tools.iter().any(|t| &t.name == name) {
+                return Err(ir::Error::invalid(format!(
+                    "tool_choice names '{name}', which is not among the tools"
+                ))
+                .with_param("tool_choice"));
+            }
+            json!({ "mode": "ANY", "allowedFunctionNames": [name] })
+        }
+    };
+    Ok(Some(json!({ "functionCallingConfig": config })))
+}
+
+fn generation_config(req: &ir::ChatRequest) -> Map<String, Value> {
+    let mut g = Map::new();
+    let mut set = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            g.insert(k.to_owned(), v);
+        }
+    };
+    set("temperature", req.temperature.map(Value::from));
+    set("topP", req.top_p.map(Value::from));
+    set("topK", req.top_k.map(Value::from));
+    set("maxOutputTokens", req.max_tokens.map(Value::from));
+    set("candidateCount", req.n.map(Value::from));
+    set(
+        "stopSequences",
+        (!req.stop.is_empty()).then(|| json!(req.stop)),
+    );
+    match &req.response_format {
+        None | Some(ir::ResponseFormat::Text) => {}
+        Some(ir::ResponseFormat::JsonObject) => {
+            set("responseMimeType", Some(json!("application/json")));
+        }
+        Some(ir::ResponseFormat::JsonSchema { schema, .. }) => {
+            set("responseMimeType", Some(json!("application/json")));
+            set("responseJsonSchema", Some(schema.clone()));
+        }
+    }
+    g
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reply
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct Response {
+    candidates: Vec<Candidate>,
+    prompt_feedback: Option<PromptFeedback>,
+    usage_metadata: Option<UsageMetadata>,
+    model_version: Option<String>,
+    response_id: Option<String>,
+    error: Option<ErrorBody>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct Candidate {
+    content: Option<CandidateContent>,
+    finish_reason: Option<String>,
+    index: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct CandidateContent {
+    parts: Vec<ReplyPart>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct ReplyPart {
+    text: Option<String>,
+    thought: Option<bool>,
+    function_call: Option<FunctionCall>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct FunctionCall {
+    id: Option<String>,
+    name: String,
+    args: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct PromptFeedback {
+    block_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "camelCase", default)]
+struct UsageMetadata {
+    prompt_token_count: u64,
+    candidates_token_count: u64,
+    cached_content_token_count: u64,
+    thoughts_token_count: u64,
+    tool_use_prompt_token_count: u64,
+}
+
+impl From<UsageMetadata> for ir::Usage {
+    fn from(u: UsageMetadata) -> Self {
+        ir::Usage {
+            // promptTokenCount already includes the cached content; tool-use prompts (built-in
+            // tools) are counted apart by Gemini but billed as input.
+            input_tokens: u
+                .prompt_token_count
+                .saturating_add(u.tool_use_prompt_token_count),
+            output_tokens: u
+                .candidates_token_count
+                .saturating_add(u.thoughts_token_count),
+            cached_input_tokens: u.cached_content_token_count,
+            cache_write_tokens: 0,
+            reasoning_tokens: u.thoughts_token_count,
+        }
+    }
+}
+
+/// One part of a candidate, as the IR sees it.
+enum Piece<'a> {
+    Text(&'a str),
+    Call {
+        id: Option<&'a str>,
+        name: &'a str,
+        arguments: String,
+    },
+}
+
+impl Candidate {
+    /// Text and function-call parts in order; thoughts and unmodelled parts are skipped.
+    fn pieces(&self) -> impl Iterator<Item = Piece<'_>> {
+        let parts = self.content.as_ref().map_or(&[][..], |c| &c.parts[..]);
+        parts
+            .iter()
+            .filter(|p| p.thought != Some(true))
+            .flat_map(|p| {
+                let text = p.text.as_deref().filter(|t| !t.is_empty()).map(Piece::Text);
+                let call = p.function_call.as_ref().map(|c| Piece::Call {
+                    id: c.id.as_deref().filter(|id| !id.is_empty()),
+                    name: &c.name,
+                    arguments: c
+                        .args
+                        .as_ref()
+                        .map_or_else(|| "{}".to_owned(), Value::to_string),
+                });
+                text.into_iter().chain(call)
+            })
+    }
+
+    /// The finish reason, if this candidate has one (the unused default counts as none).
+    fn finish(&self) -> Option<&str> {
+        self.finish_reason
+            .as_deref()
+            .filter(|r| !r.is_empty() && *r != "FINISH_REASON_UNSPECIFIED")
+    }
+}
+
+fn finish_reason(reason: &str, called_tools: bool) -> ir::FinishReason {
+    match reason {
+        "STOP" if called_tools => ir::FinishReason::ToolCalls,
+        "STOP" => ir::FinishReason::Stop,
+        "MAX_TOKENS" => ir::FinishReason::Length,
+        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY" => {
+            ir::FinishReason::ContentFilter
+        }
+        other => ir::FinishReason::Other(other.to_ascii_lowercase()),
+    }
+}
+
+fn call_id(id: Option<&str>, choice: u32, n: u32) -> String {
+    id.map_or_else(|| format!("call_{choice}_{n}"), str::to_owned)
+}
+
+/// Parses one `GenerateContentResponse`, which must be a JSON object (serde would otherwise read
+/// an array into the struct positionally and call it a reply).
+fn parse_response(body: &[u8]) -> Result<Response, ir::Error> {
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ir::Error::new(
+            ir::ErrorKind::Protocol,
+            "the provider's reply is not a JSON object",
+        ));
+    }
+    serde_json::from_slice(body).map_err(protocol)
+}
+
+/// Checks a parsed body for the two ways Gemini says "no reply": an error object, and a
+/// blocked prompt.
+fn refusal(resp: &Response) -> Option<ir::Error> {
+    if let Some(err) = &resp.error {
+        let status = err.code.and_then(|c| u16::try_from(c).ok()).unwrap_or(502);
+        return Some(classify(status, Some(err)));
+    }
+    if resp.candidates.is_empty() {
+        let reason = resp.prompt_feedback.as_ref()?.block_reason.as_deref()?;
+        let mut err = ir::Error::invalid(format!(
+            "the provider blocked the prompt: {}",
+            reason.to_ascii_lowercase()
+        ));
+        err.code = Some("content_filter".into());
+        return Some(err);
+    }
+    None
+}
+
+/// A `generateContent` response body → IR. `model` is the upstream model name (used when the
+/// body has no `modelVersion`).
+pub fn decode_reply(body: &[u8], model: &str) -> Result<ir::ChatReply, ir::Error> {
+    let resp = parse_response(body)?;
+    if let Some(err) = refusal(&resp) {
+        return Err(err);
+    }
+    if resp.candidates.is_empty() {
+        return Err(ir::Error::new(
+            ir::ErrorKind::Protocol,
+            "the provider's reply has no candidates",
+        ));
+    }
+    let choices = resp
+        .candidates
+        .iter()
+        .enumerate()
+        .map(|(pos, cand)| {
+            let index = cand.index.unwrap_or(pos as u32);
+            let mut text = String::new();
+            let mut tool_calls = Vec::new();
+            for piece in cand.pieces() {
+                match piece {
+                    Piece::Text(t) => text.push_str(t),
+                    Piece::Call {
+                        id,
+                        name,
+                        arguments,
+                    } => tool_calls.push(ir::ToolCall {
+                        id: call_id(id, index, tool_calls.len() as u32),
+                        name: name.to_owned(),
+                        arguments,
+                    }),
+                }
+            }
+            let finish = cand
+                .finish()
+                .map(|r| finish_reason(r, !tool_calls.is_empty()));
+            ir::Choice {
+                index,
+                message: ir::Message {
+                    role: ir::Role::Assistant,
+                    content: if text.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![ir::Part::Text(text)]
+                    },
+                    tool_calls,
+                    tool_call_id: None,
+                    name: None,
+                    extra: ir::Extra::new(),
+                },
+                finish_reason: finish,
+            }
+        })
+        .collect();
+    Ok(ir::ChatReply {
+        id: resp
+            .response_id
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(fresh_id),
+        model: resp
+            .model_version
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| model.to_owned()),
+        created: now(),
+        choices,
+        usage: resp.usage_metadata.map(ir::Usage::from),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stream
+
+/// Decoder for `streamGenerateContent?alt=sse`: each SSE `data:` is one complete
+/// `GenerateContentResponse`. Gemini has no end marker; the stream is done once every
+/// candidate seen has a finish reason.
+#[derive(Debug)]
+pub struct StreamDecoder {
+    model: String,
+    started: bool,
+    done: bool,
+    /// Latest `usageMetadata`: Gemini repeats it on many chunks, complete on the last.
+    usage: Option<ir::Usage>,
+    candidates: BTreeMap<u32, CandidateState>,
+}
+
+#[derive(Debug, Default)]
+struct CandidateState {
+    calls: u32,
+    finished: bool,
+}
+
+impl StreamDecoder {
+    /// A decoder for a stream from upstream model `model` (used when chunks carry no
+    /// `modelVersion`).
+    pub fn new(model: &str) -> Self {
+        Self {
+            model: model.to_owned(),
+            started: false,
+            done: false,
+            usage: None,
+            candidates: BTreeMap::new(),
+        }
+    }
+}
+
+impl wire::StreamDecoder for StreamDecoder {
+    fn event(&mut self, ev: &sse::Event, out: &mut Vec<ir::StreamEvent>) -> Result<(), ir::Error> {
+        let data = ev.data.trim();
+        if self.done || data.is_empty() {
+            return Ok(()); // nothing follows a finished reply; blank data is no chunk
+        }
+        let chunk = parse_response(data.as_bytes())?;
+        if let Some(err) = refusal(&chunk) {
+            return Err(err);
+        }
+        if !self.started {
+            self.started = true;
+            out.push(ir::StreamEvent::Start {
+                id: chunk
+                    .response_id
+                    .clone()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(fresh_id),
+                model: chunk
+                    .model_version
+                    .clone()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| self.model.clone()),
+                created: now(),
+            });
+        }
+        if let Some(u) = chunk.usage_metadata {
+            self.usage = Some(u.into());
+        }
+        for (pos, cand) in chunk.candidates.iter().enumerate() {
+            let choice = cand.index.unwrap_or(pos as u32);
+            let state = self.candidates.entry(choice).or_default();
+            if state.finished {
+                continue;
+            }
+            for piece in cand.pieces() {
+                match piece {
+                    Piece::Text(t) => out.push(ir::StreamEvent::TextDelta {
+                        choice,
+                        text: t.to_owned(),
+                    }),
+                    Piece::Call {
+                        id,
+                        name,
+                        arguments,
+                    } => {
+                        let index = state.calls;
+                        state.calls += 1;
+                        out.push(ir::StreamEvent::ToolCallStart {
+                            choice,
+                            index,
+                            id: call_id(id, choice, index),
+                            name: name.to_owned(),
+                        });
+                        out.push(ir::StreamEvent::ToolCallDelta {
+                            choice,
+                            index,
+                            arguments,
+                        });
+                    }
+                }
+            }
+            if let Some(reason) = cand.finish() {
+                state.finished = true;
+                out.push(ir::StreamEvent::Finish {
+                    choice,
+                    reason: finish_reason(reason, state.calls > 0),
+                });
+            }
+        }
+        if !self.candidates.is_empty() && self.candidates.values().all(|c| c.finished) {
+            self.done = true;
+            if let Some(usage) = self.usage {
+                out.push(ir::StreamEvent::Usage(usage));
+            }
+        }
+        Ok(())
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ErrorBody {
+    code: Option<i64>,
+    message: String,
+    status: String,
+    details: Vec<Value>,
+}
+
+/// Classifies a Gemini error response into an [`ir::Error`] with a caller-safe message (the
+/// caller adds the provider name).
+pub fn decode_error(status: u16, body: &[u8]) -> ir::Error {
+    let parsed = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
+        // `streamGenerateContent` without `alt=sse` wraps its answer in a JSON array. (Going
+        // through `Value`: serde would read an array into a struct positionally.)
+        let obj = match v {
+            Value::Array(items) => items.into_iter().next()?,
+            v => v,
+        };
+        ErrorBody::deserialize(obj.get("error")?).ok()
+    });
+    classify(status, parsed.as_ref())
+}
+
+/// The HTTP status Google pairs with each canonical status name (google.rpc.Code), so a body
+/// whose name and HTTP status disagree (a 200 with an error inside a stream) still classifies.
+fn status_of(name: &str) -> Option<u16> {
+    Some(match name {
+        "INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "OUT_OF_RANGE" => 400,
+        "UNAUTHENTICATED" => 401,
+        "PERMISSION_DENIED" => 403,
+        "NOT_FOUND" => 404,
+        "ABORTED" | "ALREADY_EXISTS" => 409,
+        "RESOURCE_EXHAUSTED" => 429,
+        "CANCELLED" => 499,
+        "INTERNAL" | "UNKNOWN" | "DATA_LOSS" => 500,
+        "UNIMPLEMENTED" => 501,
+        "UNAVAILABLE" => 503,
+        "DEADLINE_EXCEEDED" => 504,
+        _ => return None,
+    })
+}
+
+fn classify(http: u16, err: Option<&ErrorBody>) -> ir::Error {
+    use ir::ErrorKind as K;
+    let code = err.and_then(|e| status_of(&e.status)).unwrap_or(http);
+    let upstream = err
+        .map(|e| truncate(e.message.trim()))
+        .filter(|m| !m.is_empty());
+    // Gemini answers a bad API key with 400 INVALID_ARGUMENT (reason API_KEY_INVALID): that is
+    // the gateway's credential, not the caller's request, and its message must not be echoed.
+    let key_refused = err.is_some_and(|e| {
+        e.details.iter().any(|d| {
+            d.get("reason")
+                .and_then(Value::as_str)
+                .is_some_and(|r| r.starts_with("API_KEY"))
+        }) || e.message.to_ascii_lowercase().contains("api key")
+    });
+    let with_upstream = |generic: &str| upstream.clone().unwrap_or_else(|| generic.to_owned());
+    match code {
+        401 | 403 => auth_error(),
+        400 if key_refused => auth_error(),
+        400 => ir::Error::new(
+            K::InvalidRequest,
+            with_upstream("the provider rejected the request as invalid"),
+        ),
+        404 => ir::Error::new(
+            K::NotFound,
+            with_upstream("the provider does not know the requested model or resource"),
+        ),
+        408 | 504 => ir::Error::new(K::Timeout, "the provider timed out"),
+        413 => ir::Error::new(
+            K::PayloadTooLarge,
+            "the request is too large for the provider",
+        ),
+        429 => {
+            let mut e = ir::Error::new(
+                K::RateLimited,
+                with_upstream("the provider's rate limit or quota is exhausted"),
+            );
+            e.retry_after = err.and_then(retry_delay);
+            e
+        }
+        503 => ir::Error::new(K::Overloaded, "the provider is temporarily unavailable"),
+        _ if (400..500).contains(&code) => ir::Error::new(
+            K::UpstreamStatus,
+            format!("the provider refused the request with status {code}"),
+        )
+        .with_status(code),
+        _ => ir::Error::new(
+            K::UpstreamStatus,
+            format!("the provider failed with status {code}"),
+        ),
+    }
+}
+
+fn auth_error() -> ir::Error {
+    ir::Error::new(
+        ir::ErrorKind::UpstreamAuth,
+        "the provider refused the gateway's credentials",
+    )
+}
+
+/// `retryDelay` of a `google.rpc.RetryInfo` detail: a protobuf Duration in JSON, decimal
+/// seconds with an `s` suffix ("30s", "1.5s", "45.837906927s").
+fn retry_delay(err: &ErrorBody) -> Option<Duration> {
+    err.details
+        .iter()
+        .filter(|d| {
+            d.get("@type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.ends_with("google.rpc.RetryInfo"))
+        })
+        .find_map(|d| parse_duration(d.get("retryDelay")?.as_str()?))
+}
+
+fn parse_duration(s: &str) -> Option<Duration> {
+    let secs: f64 = s.strip_suffix('s')?.parse().ok()?;
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    Duration::try_from_secs_f64(secs).ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Embeddings
+
+/// IR embeddings → body for `POST {base}/models/{model}:batchEmbedContents`: one request per
+/// input string. Gemini embeds text only, so token-array inputs are refused.
+pub fn encode_embeddings(req: &ir::EmbeddingsRequest, model: &str) -> Result<Vec<u8>, ir::Error> {
+    let not_text = || {
+        ir::Error::invalid("Gemini embeds text only: input must be a string or an array of strings")
+            .with_param("input")
+    };
+    let texts: Vec<&str> = match &req.input {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(items) if !items.is_empty() => items
+            .iter()
+            .map(|v| v.as_str().ok_or_else(not_text))
+            .collect::<Result<_, _>>()?,
+        _ => return Err(not_text()),
+    };
+    // Each request repeats the model, which must match the one in the URL.
+    let name = if model.starts_with("models/") {
+        model.to_owned()
+    } else {
+        format!("models/{model}")
+    };
+    let requests: Vec<Value> = texts
+        .iter()
+        .map(|text| {
+            let mut r = json!({ "model": name, "content": { "parts": [{ "text": text }] } });
+            if let Some(d) = req.dimensions {
+                r["outputDimensionality"] = json!(d);
+            }
+            r
+        })
+        .collect();
+    serde_json::to_vec(&json!({ "requests": requests })).map_err(internal)
+}
+
+#[derive(Deserialize)]
+struct EmbeddingsResponse {
+    embeddings: Vec<EmbeddingValues>,
+}
+
+#[derive(Deserialize)]
+struct EmbeddingValues {
+    values: Vec<f32>,
+}
+
+/// `batchEmbedContents` response → IR. Vectors are floats whatever `encoding_format` asked
+/// (the surface converts); Gemini reports no usage for embeddings.
+pub fn decode_embeddings(body: &[u8], model: &str) -> Result<ir::EmbeddingsReply, ir::Error> {
+    let resp: EmbeddingsResponse = serde_json::from_slice(body).map_err(protocol)?;
+    Ok(ir::EmbeddingsReply {
+        model: model.to_owned(),
+        data: resp
+            .embeddings
+            .into_iter()
+            .map(|e| ir::Embedding::Float(e.values))
+            .collect(),
+        usage: None,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared
+
+fn protocol(e: serde_json::Error) -> ir::Error {
+    ir::Error::new(
+        ir::ErrorKind::Protocol,
+        format!("the provider's reply is not valid Gemini JSON: {e}"),
+    )
+}
+
+fn internal(e: serde_json::Error) -> ir::Error {
+    ir::Error::new(
+        ir::ErrorKind::Internal,
+        format!("could not encode the Gemini request: {e}"),
+    )
+}
+
+fn truncate(s: &str) -> String {
+    if s.len() <= MAX_MESSAGE {
+        return s.to_owned();
+    }
+    let mut end = MAX_MESSAGE;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// An id for a reply whose body carries no `responseId`: unique within the process.
+fn fresh_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    format!("gemini-{nanos:x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::StreamDecoder as _;
+    use ir::{ErrorKind, FinishReason, Image, Message, Part, Role, StreamEvent, ToolCall};
+    use proptest::prelude::*;
+
+    fn body(req: &ir::ChatRequest) -> Value {
+        serde_json::from_slice(&encode_request(req).unwrap()).unwrap()
+    }
+
+    fn assistant(text: &str, calls: &[(&str, &str, &str)]) -> Message {
+        let mut m = Message::text(Role::Assistant, text);
+        m.tool_calls = calls
+            .iter()
+            .map(|(id, name, args)| ToolCall {
+                id: (*id).into(),
+                name: (*name).into(),
+                arguments: (*args).into(),
+            })
+            .collect();
+        m
+    }
+
+    fn tool_result(id: &str, text: &str) -> Message {
+        let mut m = Message::text(Role::Tool, text);
+        m.tool_call_id = Some(id.into());
+        m
+    }
+
+    /// One request exercising every mapping rule; the golden file is the expected body.
+    fn representative() -> ir::ChatRequest {
+        let mut req = ir::ChatRequest::new("gemini-fast", ir::Format::OpenAi);
+        let mut user = Message::text(
+            Role::User,
+            "What is the weather where these photos were taken?",
+        );
+        user.name = Some("ana".into());
+        user.content.extend([
+            Part::Image(Image::Base64 {
+                media_type: "image/png".into(),
+                data: "iVBORw0KGgo=".into(),
+            }),
+            Part::Image(Image::Url {
+                url: "https://example.com/photos/paris.webp?size=large".into(),
+                detail: Some("high".into()),
+            }),
+            Part::Image(Image::Url {
+                url: "data:image/gif;base64,R0lGODlh".into(),
+                detail: None,
+            }),
+            Part::Other(json!({ "type": "input_audio" })),
+            Part::Text(String::new()),
+        ]);
+        req.messages = vec![
+            Message::text(Role::System, "You are a terse weather assistant."),
+            user,
+            assistant(
+                "Both look like Paris; let me check.",
+                &[
+                    (
+                        "call_a",
+                        "get_weather",
+                        r#"{"city":"Paris","unit":"celsius"}"#,
+                    ),
+                    ("call_b", "get_time", ""),
+                ],
+            ),
+            tool_result("call_a", r#"{"temp_c":18,"sky":"clear"}"#),
+            tool_result("call_b", "12:00 CET"),
+            Message::text(Role::Developer, "Answer in English."),
+            Message::text(Role::Assistant, "It is 18°C and clear at noon."),
+            Message::text(Role::User, "And tomorrow? Reply as JSON."),
+        ];
+        req.tools = vec![
+            ir::Tool {
+                name: "get_weather".into(),
+                description: Some("Current weather for a city.".into()),
+                parameters: json!({
+                    "type": "object",
+                    "properties": {
+                        "city": { "type": "string" },
+                        "unit": { "type": "string", "enum": ["celsius", "fahrenheit"] }
+                    },
+                    "required": ["city"],
+                    "additionalProperties": false
+                }),
+                strict: Some(true),
+            },
+            ir::Tool {
+                name: "get_time".into(),
+                description: None,
+                parameters: Value::Null,
+                strict: None,
+            },
+        ];
+        req.tool_choice = Some(ir::ToolChoice::Tool("get_weather".into()));
+        req.parallel_tool_calls = Some(false);
+        req.max_tokens = Some(256);
+        req.temperature = Some(0.2);
+        req.top_p = Some(0.9);
+        req.top_k = Some(40);
+        req.stop = vec!["END".into()];
+        req.n = Some(1);
+        req.response_format = Some(ir::ResponseFormat::JsonSchema {
+            name: "forecast".into(),
+            schema: json!({
+                "type": "object",
+                "properties": { "forecast": { "type": "string" }, "high_c": { "type": "number" } },
+                "required": ["forecast"]
+            }),
+            strict: Some(true),
+            description: None,
+        });
+        req.stream = true;
+        req.include_usage = true;
+        req.user = Some("end-user-1".into());
+        req.extra.insert("logprobs".into(), json!(true));
+        req
+    }
+
+    #[test]
+    fn encode_representative_request_matches_golden() {
+        let golden: Value =
+            serde_json::from_str(include_str!("../../tests/golden/gemini/request.json")).unwrap();
+        assert_eq!(body(&representative()), golden);
+    }
+
+    #[test]
+    fn consecutive_same_role_messages_merge() {
+        let mut req = ir::ChatRequest::new("m", ir::Format::OpenAi);
+        req.messages = vec![
+            Message::text(Role::User, "a"),
+            Message::text(Role::User, "b"),
+            Message::text(Role::Assistant, ""),
+            Message::text(Role::Assistant, "c"),
+        ];
+        let b = body(&req);
+        assert_eq!(
+            b["contents"],
+            json!([
+                { "role": "user", "parts": [{ "text": "a" }, { "text": "b" }] },
+                { "role": "model", "parts": [{ "text": "c" }] }
+            ])
+        );
+        assert!(b.get("systemInstruction").is_none());
+        assert!(b.get("generationConfig").is_none());
+        assert!(b.get("model").is_none(), "the model is in the URL");
+    }
+
+    #[test]
+    fn tool_choice_modes_and_json_object() {
+        let mut req = ir::ChatRequest::new("m", ir::Format::OpenAi);
+        req.messages = vec![Message::text(Role::User, "hi")];
+        req.tool_choice = Some(ir::ToolChoice::Required);
+        assert!(
+            body(&req).get("toolConfig").is_none(),
+            "no tools, no config"
+        );
+        req.tools = vec![ir::Tool {
+            name: "f".into(),
+            description: None,
+            parameters: json!({ "type": "object" }),
+            strict: None,
+        }];
+        for (choice, mode) in [
+            (ir::ToolChoice::Auto, "AUTO"),
+            (ir::ToolChoice::None, "NONE"),
+            (ir::ToolChoice::Required, "ANY"),
+        ] {
+            req.tool_choice = Some(choice);
+            assert_eq!(
+                body(&req)["toolConfig"],
+                json!({ "functionCallingConfig": { "mode": mode } })
+            );
+        }
+        req.tool_choice = Some(ir::ToolChoice::Tool("g".into()));
+        assert_eq!(
+            encode_request(&req).unwrap_err().param.as_deref(),
+            Some("tool_choice")
+        );
+        req.tool_choice = None;
+        req.response_format = Some(ir::ResponseFormat::JsonObject);
+        assert_eq!(
+            body(&req)["generationConfig"],
+            json!({ "responseMimeType": "application/json" })
+        );
+    }
+
+    #[test]
+    fn gemini_source_passes_other_parts_and_extra_through() {
+        let mut req = ir::ChatRequest::new("m", ir::Format::Gemini);
+        let mut user = Message::text(Role::User, "hi");
+        user.content.push(Part::Other(
+            json!({ "fileData": { "fileUri": "files/abc" } }),
+        ));
+        req.messages = vec![user];
+        req.extra
+            .insert("safetySettings".into(), json!([{ "category": "X" }]));
+        req.extra.insert("contents".into(), json!("must not win"));
+        let b = body(&req);
+        assert_eq!(b["safetySettings"], json!([{ "category": "X" }]));
+        assert_eq!(
+            b["contents"][0]["parts"][1],
+            json!({ "fileData": { "fileUri": "files/abc" } })
+        );
+    }
+
+    #[test]
+    fn encode_rejects_what_gemini_cannot_take() {
+        let base = |messages: Vec<Message>| {
+            let mut r = ir::ChatRequest::new("m", ir::Format::OpenAi);
+            r.messages = messages;
+            encode_request(&r).unwrap_err()
+        };
+        let e = base(vec![tool_result("nope", "x")]);
+        assert_eq!(e.kind, ErrorKind::InvalidRequest);
+        assert_eq!(e.param.as_deref(), Some("messages[0].tool_call_id"));
+        let mut orphan = Message::text(Role::Tool, "x");
+        orphan.tool_call_id = None;
+        assert_eq!(base(vec![orphan]).kind, ErrorKind::InvalidRequest);
+        for bad in ["{not json", "[1,2]", "\"s\""] {
+            let e = base(vec![assistant("", &[("c", "f", bad)])]);
+            assert_eq!(
+                e.param.as_deref(),
+                Some("messages[0].tool_calls[0].function.arguments")
+            );
+        }
+        let mut img = Message::text(Role::User, "x");
+        img.content.push(Part::Image(Image::Url {
+            url: "data:image/png,notbase64".into(),
+            detail: None,
+        }));
+        assert_eq!(base(vec![img]).kind, ErrorKind::InvalidRequest);
+    }
+
+    #[test]
+    fn mime_guessed_from_url_extension() {
+        assert_eq!(mime_from_url("https://x/a.PNG"), "image/png");
+        assert_eq!(mime_from_url("https://x/a.jpeg#frag"), "image/jpeg");
+        assert_eq!(mime_from_url("https://x/doc.pdf?dl=1"), "application/pdf");
+        assert_eq!(mime_from_url("https://x/noext"), "image/jpeg");
+    }
+
+    #[test]
+    fn decode_text_reply_with_cached_and_thought_usage() {
+        let body = include_bytes!("../../tests/golden/gemini/reply_text.json");
+        let reply = decode_reply(body, "gemini-flash-latest").unwrap();
+        assert_eq!(reply.id, "mKl8aNvHBpKSz7IP1qbE0Qs");
+        assert_eq!(reply.model, "gemini-2.5-flash");
+        assert!(reply.created > 1_600_000_000);
+        assert_eq!(reply.choices.len(), 1);
+        let c = &reply.choices[0];
+        assert_eq!(c.index, 0);
+        assert_eq!(c.finish_reason, Some(FinishReason::Stop));
+        assert_eq!(c.message.role, Role::Assistant);
+        assert_eq!(
+            c.message.content,
+            vec![Part::Text("Light travels at about 299,792 km/s.".into())],
+            "thought parts are skipped, text parts joined"
+        );
+        assert_eq!(
+            reply.usage,
+            Some(ir::Usage {
+                input_tokens: 1200,
+                output_tokens: 59,
+                cached_input_tokens: 1024,
+                cache_write_tokens: 0,
+                reasoning_tokens: 50,
+            })
+        );
+    }
+
+    #[test]
+    fn decode_function_call_reply() {
+        let body = include_bytes!("../../tests/golden/gemini/reply_function_call.json");
+        let reply = decode_reply(body, "gemini-2.0-flash-001").unwrap();
+        assert_eq!(reply.model, "gemini-2.0-flash");
+        assert!(reply.id.starts_with("gemini-"), "generated: {}", reply.id);
+        let c = &reply.choices[0];
+        assert_eq!(c.finish_reason, Some(FinishReason::ToolCalls));
+        assert!(c.message.content.is_empty());
+        let calls: Vec<_> = c
+            .message
+            .tool_calls
+            .iter()
+            .map(|t| (t.id.as_str(), t.name.as_str(), t.arguments.as_str()))
+            .collect();
+        assert_eq!(
+            calls,
+            vec![
+                ("call_0_0", "get_weather", r#"{"city":"Paris"}"#),
+                ("fc-7", "get_time", "{}"),
+                ("call_0_2", "ping", "{}"),
+            ]
+        );
+        assert_eq!(reply.usage.unwrap().total(), 95);
+    }
+
+    #[test]
+    fn decode_safety_blocked_candidate() {
+        let body = include_bytes!("../../tests/golden/gemini/reply_safety.json");
+        let reply = decode_reply(body, "m").unwrap();
+        assert_eq!(reply.id, "blocked-candidate");
+        let c = &reply.choices[0];
+        assert_eq!(c.finish_reason, Some(FinishReason::ContentFilter));
+        assert!(c.message.content.is_empty() && c.message.tool_calls.is_empty());
+    }
+
+    #[test]
+    fn decode_blocked_prompt_is_a_content_filter_error() {
+        let body = include_bytes!("../../tests/golden/gemini/reply_blocked_prompt.json");
+        let e = decode_reply(body, "m").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidRequest);
+        assert_eq!(e.status, 400);
+        assert_eq!(e.code.as_deref(), Some("content_filter"));
+        assert!(
+            e.message.contains("blocked the prompt: safety"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn finish_reasons() {
+        let cases = [
+            ("STOP", false, FinishReason::Stop),
+            ("STOP", true, FinishReason::ToolCalls),
+            ("MAX_TOKENS", true, FinishReason::Length),
+            ("RECITATION", false, FinishReason::ContentFilter),
+            ("BLOCKLIST", false, FinishReason::ContentFilter),
+            ("PROHIBITED_CONTENT", false, FinishReason::ContentFilter),
+            ("SPII", false, FinishReason::ContentFilter),
+            ("IMAGE_SAFETY", false, FinishReason::ContentFilter),
+            (
+                "MALFORMED_FUNCTION_CALL",
+                false,
+                FinishReason::Other("malformed_function_call".into()),
+            ),
+        ];
+        for (wire, calls, want) in cases {
+            assert_eq!(finish_reason(wire, calls), want, "{wire}");
+        }
+    }
+
+    #[test]
+    fn decode_reply_malformed_inputs_are_errors() {
+        for body in [
+            &b""[..],
+            b"not json",
+            b"[]",
+            b"{\"candidates\": 3}",
+            b"{\"candidates\": [{\"index\": -1}]}",
+            b"{}",
+            b"{\"candidates\": []}",
+        ] {
+            let e = decode_reply(body, "m").unwrap_err();
+            assert_eq!(
+                e.kind,
+                ErrorKind::Protocol,
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let e = decode_reply(
+            br#"{"error":{"code":429,"message":"slow down","status":"RESOURCE_EXHAUSTED"}}"#,
+            "m",
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::RateLimited);
+    }
+
+    /// Runs a whole SSE byte stream, fed in the given pieces, through parser and decoder.
+    fn run_stream(pieces: &[&[u8]]) -> (Vec<StreamEvent>, bool) {
+        let mut parser = sse::Parser::default();
+        let mut dec = StreamDecoder::new("gemini-flash-latest");
+        let mut out = Vec::new();
+        for piece in pieces {
+            parser.push(piece);
+            while let Some(ev) = parser.next_event().unwrap() {
+                dec.event(&ev, &mut out).unwrap();
+            }
+        }
+        assert!(!parser.has_partial());
+        for ev in &mut out {
+            if let StreamEvent::Start { created, .. } = ev {
+                assert!(*created > 1_600_000_000);
+                *created = 0;
+            }
+        }
+        (out, dec.is_done())
+    }
+
+    fn data_event(data: &str) -> sse::Event {
+        sse::Event {
+            data: data.into(),
+            ..Default::default()
+        }
+    }
+
+    const STREAM: &[u8] = include_bytes!("../../tests/golden/gemini/stream_tool.sse");
+
+    fn expected_stream() -> Vec<StreamEvent> {
+        vec![
+            StreamEvent::Start {
+                id: "sse-resp-1".into(),
+                model: "gemini-2.5-flash".into(),
+                created: 0,
+            },
+            StreamEvent::TextDelta {
+                choice: 0,
+                text: "Checking the".into(),
+            },
+            StreamEvent::TextDelta {
+                choice: 0,
+                text: " weather in Paris. ".into(),
+            },
+            StreamEvent::ToolCallStart {
+                choice: 0,
+                index: 0,
+                id: "call_0_0".into(),
+                name: "get_weather".into(),
+            },
+            StreamEvent::ToolCallDelta {
+                choice: 0,
+                index: 0,
+                arguments: r#"{"city":"Paris","unit":"celsius"}"#.into(),
+            },
+            StreamEvent::ToolCallStart {
+                choice: 0,
+                index: 1,
+                id: "fc-2".into(),
+                name: "get_time".into(),
+            },
+            StreamEvent::ToolCallDelta {
+                choice: 0,
+                index: 1,
+                arguments: "{}".into(),
+            },
+            StreamEvent::Finish {
+                choice: 0,
+                reason: FinishReason::ToolCalls,
+            },
+            StreamEvent::Usage(ir::Usage {
+                input_tokens: 40,
+                output_tokens: 47,
+                cached_input_tokens: 32,
+                cache_write_tokens: 0,
+                reasoning_tokens: 16,
+            }),
+        ]
+    }
+
+    #[test]
+    fn stream_split_at_every_byte_boundary() {
+        let want = expected_stream();
+        for i in 0..=STREAM.len() {
+            let (a, b) = STREAM.split_at(i);
+            let (got, done) = run_stream(&[a, b]);
+            assert_eq!(got, want, "split at {i}");
+            assert!(done, "split at {i}");
+        }
+    }
+
+    #[test]
+    fn stream_byte_by_byte_and_in_one_read() {
+        let chunks: Vec<&[u8]> = STREAM.chunks(1).collect();
+        assert_eq!(run_stream(&chunks).0, expected_stream());
+        let (got, done) = run_stream(&[STREAM]);
+        assert_eq!(got, expected_stream());
+        assert!(done);
+        let usages = got
+            .iter()
+            .filter(|e| matches!(e, StreamEvent::Usage(_)))
+            .count();
+        assert_eq!(usages, 1, "usage is reported exactly once");
+    }
+
+    #[test]
+    fn stream_not_done_before_finish_and_ignores_after() {
+        let mut dec = StreamDecoder::new("m");
+        let mut out = Vec::new();
+        let text = r#"{"candidates":[{"content":{"parts":[{"text":"hi"}]}}],"usageMetadata":{"promptTokenCount":3}}"#;
+        dec.event(&data_event(text), &mut out).unwrap();
+        assert!(!dec.is_done());
+        assert!(matches!(&out[0], StreamEvent::Start { model, .. } if model == "m"));
+        let end = r#"{"candidates":[{"finishReason":"MAX_TOKENS"}],"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":1}}"#;
+        dec.event(&data_event(end), &mut out).unwrap();
+        assert!(dec.is_done());
+        dec.event(&data_event(end), &mut out).unwrap();
+        assert_eq!(
+            out[2..],
+            [
+                StreamEvent::Finish {
+                    choice: 0,
+                    reason: FinishReason::Length
+                },
+                StreamEvent::Usage(ir::Usage {
+                    input_tokens: 3,
+                    output_tokens: 1,
+                    ..Default::default()
+                })
+            ]
+        );
+    }
+
+    #[test]
+    fn stream_multiple_candidates_finish_independently() {
+        let mut dec = StreamDecoder::new("m");
+        let mut out = Vec::new();
+        dec.event(
+            &data_event(r#"{"candidates":[{"index":0,"content":{"parts":[{"text":"a"}]},"finishReason":"STOP"},{"index":1,"content":{"parts":[{"text":"b"}]}}]}"#),
+            &mut out,
+        )
+        .unwrap();
+        assert!(!dec.is_done(), "candidate 1 is still generating");
+        dec.event(
+            &data_event(r#"{"candidates":[{"index":1,"content":{"parts":[{"functionCall":{"name":"f","args":{"x":1}}}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":4}}"#),
+            &mut out,
+        )
+        .unwrap();
+        assert!(dec.is_done());
+        assert!(out.contains(&StreamEvent::ToolCallStart {
+            choice: 1,
+            index: 0,
+            id: "call_1_0".into(),
+            name: "f".into()
+        }));
+        assert!(out.contains(&StreamEvent::Finish {
+            choice: 1,
+            reason: FinishReason::ToolCalls
+        }));
+        assert!(out.contains(&StreamEvent::Finish {
+            choice: 0,
+            reason: FinishReason::Stop
+        }));
+    }
+
+    #[test]
+    fn stream_errors() {
+        let run = |data: &str| {
+            let mut out = Vec::new();
+            StreamDecoder::new("m")
+                .event(&data_event(data), &mut out)
+                .unwrap_err()
+        };
+        assert_eq!(run("{\"candidates\":").kind, ErrorKind::Protocol);
+        assert_eq!(run("[DONE]").kind, ErrorKind::Protocol);
+        assert_eq!(run("[]").kind, ErrorKind::Protocol);
+        let e = run(
+            r#"{"error":{"code":503,"message":"The model is overloaded.","status":"UNAVAILABLE"}}"#,
+        );
+        assert_eq!(e.kind, ErrorKind::Overloaded);
+        let e = run(r#"{"promptFeedback":{"blockReason":"PROHIBITED_CONTENT"}}"#);
+        assert_eq!(e.code.as_deref(), Some("content_filter"));
+        let mut out = Vec::new();
+        StreamDecoder::new("m")
+            .event(&data_event("  "), &mut out)
+            .unwrap();
+        assert!(out.is_empty(), "blank data is not a chunk");
+    }
+
+    fn err_body(code: u16, status: &str, message: &str, details: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "error": { "code": code, "message": message, "status": status, "details": details }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn error_table() {
+        let secret = "API key not valid. Please pass a valid API key. AIzaSyFAKE";
+        let cases: &[(u16, &str, &str, Value, ErrorKind, u16)] = &[
+            (
+                400,
+                "INVALID_ARGUMENT",
+                "bad field",
+                json!([]),
+                ErrorKind::InvalidRequest,
+                400,
+            ),
+            (
+                400,
+                "FAILED_PRECONDITION",
+                "enable billing",
+                json!([]),
+                ErrorKind::InvalidRequest,
+                400,
+            ),
+            (
+                400,
+                "INVALID_ARGUMENT",
+                secret,
+                json!([{ "@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID" }]),
+                ErrorKind::UpstreamAuth,
+                502,
+            ),
+            (
+                401,
+                "UNAUTHENTICATED",
+                secret,
+                json!([]),
+                ErrorKind::UpstreamAuth,
+                502,
+            ),
+            (
+                403,
+                "PERMISSION_DENIED",
+                secret,
+                json!([]),
+                ErrorKind::UpstreamAuth,
+                502,
+            ),
+            (
+                404,
+                "NOT_FOUND",
+                "models/x is not found",
+                json!([]),
+                ErrorKind::NotFound,
+                404,
+            ),
+            (
+                429,
+                "RESOURCE_EXHAUSTED",
+                "quota",
+                json!([]),
+                ErrorKind::RateLimited,
+                429,
+            ),
+            (
+                500,
+                "INTERNAL",
+                "oops",
+                json!([]),
+                ErrorKind::UpstreamStatus,
+                502,
+            ),
+            (
+                503,
+                "UNAVAILABLE",
+                "overloaded",
+                json!([]),
+                ErrorKind::Overloaded,
+                503,
+            ),
+            (
+                504,
+                "DEADLINE_EXCEEDED",
+                "slow",
+                json!([]),
+                ErrorKind::Timeout,
+                504,
+            ),
+            (
+                409,
+                "ABORTED",
+                "retry",
+                json!([]),
+                ErrorKind::UpstreamStatus,
+                409,
+            ),
+            // The status name wins over a disagreeing HTTP status (an error inside a 200 stream).
+            (
+                200,
+                "RESOURCE_EXHAUSTED",
+                "quota",
+                json!([]),
+                ErrorKind::RateLimited,
+                429,
+            ),
+        ];
+        for (http, status, message, details, kind, want_status) in cases {
+            let e = decode_error(*http, &err_body(*http, status, message, details.clone()));
+            assert_eq!((e.kind, e.status), (*kind, *want_status), "{status}");
+            assert!(!e.message.contains("AIza"), "{status} leaks: {}", e.message);
+        }
+        let e = decode_error(
+            400,
+            &err_body(400, "INVALID_ARGUMENT", "bad field", json!([])),
+        );
+        assert_eq!(
+            e.message, "bad field",
+            "the upstream message helps the caller fix it"
+        );
+    }
+
+    #[test]
+    fn rate_limit_retry_after_from_retry_info() {
+        for (delay, want) in [
+            ("30s", Duration::from_secs(30)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("45.837906927s", Duration::new(45, 837_906_927)),
+        ] {
+            let details = json!([
+                { "@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [] },
+                { "@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay }
+            ]);
+            let e = decode_error(429, &err_body(429, "RESOURCE_EXHAUSTED", "q", details));
+            assert_eq!(e.retry_after, Some(want), "{delay}");
+        }
+        for bad in ["30", "-1s", "NaNs", "1e300s", ""] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn error_bodies_that_are_not_gemini_json() {
+        let e = decode_error(502, b"<html>Bad Gateway</html>");
+        assert_eq!((e.kind, e.status), (ErrorKind::UpstreamStatus, 502));
+        let e = decode_error(429, b"");
+        assert_eq!(e.kind, ErrorKind::RateLimited);
+        assert_eq!(e.retry_after, None);
+        let e = decode_error(401, b"nope");
+        assert_eq!(e.kind, ErrorKind::UpstreamAuth);
+        let e = decode_error(413, b"too big");
+        assert_eq!(e.kind, ErrorKind::PayloadTooLarge);
+        // streamGenerateContent without alt=sse answers with an array.
+        let e = decode_error(
+            404,
+            br#"[{"error":{"code":404,"message":"models/x is not found","status":"NOT_FOUND"}}]"#,
+        );
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (ErrorKind::NotFound, "models/x is not found")
+        );
+        let long = "é".repeat(3000);
+        let e = decode_error(400, &err_body(400, "INVALID_ARGUMENT", &long, json!([])));
+        assert!(e.message.len() <= MAX_MESSAGE + 3);
+    }
+
+    #[test]
+    fn embeddings_round_trip() {
+        let mut req = ir::EmbeddingsRequest {
+            model: "embed".into(),
+            input: json!(["first", "second"]),
+            dimensions: Some(768),
+            encoding_format: Some("float".into()),
+            user: None,
+            extra: ir::Extra::new(),
+            source: ir::Format::OpenAi,
+        };
+        let b: Value =
+            serde_json::from_slice(&encode_embeddings(&req, "gemini-embedding-001").unwrap())
+                .unwrap();
+        assert_eq!(
+            b,
+            json!({ "requests": [
+                { "model": "models/gemini-embedding-001", "content": { "parts": [{ "text": "first" }] }, "outputDimensionality": 768 },
+                { "model": "models/gemini-embedding-001", "content": { "parts": [{ "text": "second" }] }, "outputDimensionality": 768 }
+            ]})
+        );
+        req.input = json!("solo");
+        req.dimensions = None;
+        let b: Value =
+            serde_json::from_slice(&encode_embeddings(&req, "models/e").unwrap()).unwrap();
+        assert_eq!(
+            b,
+            json!({ "requests": [{ "model": "models/e", "content": { "parts": [{ "text": "solo" }] } }] })
+        );
+        for bad in [
+            json!([1, 2, 3]),
+            json!([[1, 2]]),
+            json!([]),
+            json!(3),
+            json!(["a", 1]),
+        ] {
+            req.input = bad;
+            let e = encode_embeddings(&req, "e").unwrap_err();
+            assert_eq!(
+                (e.kind, e.param.as_deref()),
+                (ErrorKind::InvalidRequest, Some("input"))
+            );
+        }
+        let reply = decode_embeddings(
+            br#"{"embeddings":[{"values":[0.5,-1]},{"values":[0.25]}]}"#,
+            "gemini-embedding-001",
+        )
+        .unwrap();
+        assert_eq!(
+            reply,
+            ir::EmbeddingsReply {
+                model: "gemini-embedding-001".into(),
+                data: vec![
+                    ir::Embedding::Float(vec![0.5, -1.0]),
+                    ir::Embedding::Float(vec![0.25])
+                ],
+                usage: None,
+            }
+        );
+        for bad in [&b"{}"[..], b"{\"embeddings\":[{}]}", b"nope"] {
+            assert_eq!(
+                decode_embeddings(bad, "e").unwrap_err().kind,
+                ErrorKind::Protocol
+            );
+        }
+    }
+
+    /// JSON shaped like Gemini's (its field names, nested), so fuzzing reaches the decoders'
+    /// inner paths rather than stopping at the first type error.
+    fn gemini_json() -> impl Strategy<Value = Value> {
+        const KEYS: &[&str] = &[
+            "candidates",
+            "content",
+            "parts",
+            "text",
+            "thought",
+            "functionCall",
+            "name",
+            "args",
+            "id",
+            "finishReason",
+            "index",
+            "promptFeedback",
+            "blockReason",
+            "usageMetadata",
+            "promptTokenCount",
+            "candidatesTokenCount",
+            "thoughtsTokenCount",
+            "cachedContentTokenCount",
+            "toolUsePromptTokenCount",
+            "modelVersion",
+            "responseId",
+            "error",
+            "code",
+            "message",
+            "status",
+            "details",
+            "@type",
+            "retryDelay",
+            "reason",
+            "embeddings",
+            "values",
+        ];
+        const WORDS: &[&str] = &[
+            "STOP",
+            "SAFETY",
+            "MAX_TOKENS",
+            "RESOURCE_EXHAUSTED",
+            "INVALID_ARGUMENT",
+            "type.googleapis.com/google.rpc.RetryInfo",
+            "1.5s",
+            "API_KEY_INVALID",
+            "",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e300..1e300f64).prop_map(Value::from),
+            "\\PC{0,6}".prop_map(Value::from),
+            prop::sample::select(WORDS).prop_map(Value::from),
+        ];
+        leaf.prop_recursive(5, 96, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((prop::sample::select(KEYS), inner), 0..6).prop_map(|kv| {
+                    Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    fn exercise(bytes: &[u8]) {
+        let _ = decode_reply(bytes, "m");
+        let _ = decode_error(429, bytes);
+        let _ = decode_embeddings(bytes, "m");
+        let mut dec = StreamDecoder::new("m");
+        let mut out = Vec::new();
+        let data = String::from_utf8_lossy(bytes).into_owned();
+        for _ in 0..2 {
+            let _ = dec.event(&data_event(&data), &mut out);
+        }
+        let _ = dec.is_done();
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_json_never_panics(v in gemini_json()) {
+            exercise(&serde_json::to_vec(&v).unwrap());
+            exercise(&serde_json::to_vec(&json!({ "candidates": [v.clone()] })).unwrap());
+            exercise(&serde_json::to_vec(&json!({ "error": v })).unwrap());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            exercise(&bytes);
+        }
+    }
+}
