@@ -9,6 +9,7 @@ use bytes::BytesMut;
 
 use crate::{ir, sse};
 
+pub mod anthropic;
 // pub mod openai;
 
 /// Turns an upstream's stream events into IR events. Stateful: formats such as Anthropic's
