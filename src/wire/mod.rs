@@ -9,6 +9,7 @@ use bytes::BytesMut;
 
 use crate::{ir, sse};
 
+pub mod anthropic;
 pub mod gemini;
 pub mod openai;
 
