@@ -114,6 +114,11 @@ impl Mock {
         self.faulted.store(0, Ordering::Relaxed);
     }
 
+    /// Requests answered (or failed) so far.
+    pub fn calls(&self) -> u64 {
+        self.counter.load(Ordering::Relaxed)
+    }
+
     /// The fault plan in force.
     pub fn faults(&self) -> Faults {
         self.faults.read().map(|f| f.clone()).unwrap_or_default()
