@@ -797,3 +797,253 @@ impl ChatRequest {
         overhead + (bytes as u64).div_ceil(4)
     }
 }
+
+/// The caller's credential as presented (`Authorization: Bearer`, `x-api-key` or `api-key`),
+/// inserted by the surface, consumed by the auth layer. Never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CallerKey(pub Arc<str>);
+
+impl fmt::Debug for CallerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CallerKey(<redacted>)")
+    }
+}
+
+/// Who is calling: inserted by the auth layer (a default principal when auth is off), read by
+/// limits, budgets, metrics and logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal {
+    /// The key's name from config (`anonymous` when auth is off).
+    pub key_name: Arc<str>,
+    /// The team the key belongs to (a bounded metrics label).
+    pub team: Arc<str>,
+}
+
+impl Principal {
+    /// The principal of requests when auth is off.
+    pub fn anonymous() -> Self {
+        Self {
+            key_name: Arc::from("anonymous"),
+            team: Arc::from("default"),
+        }
+    }
+}
+
+/// How a reply ended, handed to every settlement hook exactly once.
+#[derive(Debug, Clone)]
+pub struct Settlement {
+    /// Token usage as reported by the upstream (for an aborted stream: what was reported
+    /// before the abort, if anything).
+    pub usage: Option<Usage>,
+    /// Whether the reply completed normally (a full JSON reply, or a stream that reached its
+    /// end). False for a stream that failed or whose caller went away.
+    pub completed: bool,
+    /// The failure that ended a stream, if one did.
+    pub error: Option<ErrorKind>,
+    /// When the first stream event arrived (time to first token); `None` for JSON replies.
+    pub first_event_at: Option<Instant>,
+    /// Output text/argument bytes seen on a stream, for estimating usage when a stream was
+    /// aborted before the upstream reported it.
+    pub streamed_bytes: u64,
+    /// When the reply ended.
+    pub ended_at: Instant,
+}
+
+type SettleFn = Box<dyn FnOnce(&Settlement) + Send>;
+
+impl Reply {
+    /// Runs `f` once when the reply is settled: at once for a complete reply; for a stream,
+    /// when it ends, fails, or is dropped (a caller that hangs up is still settled).
+    pub fn on_settle(mut self, f: impl FnOnce(&Settlement) + Send + 'static) -> Self {
+        let usage = match &self.body {
+            ReplyBody::Chat(c) => Some(c.usage),
+            ReplyBody::Embeddings(e) => Some(e.usage),
+            ReplyBody::TokenCount(_) | ReplyBody::Models(_) => Some(None),
+            ReplyBody::Stream(_) => None,
+        };
+        match usage {
+            Some(usage) => {
+                f(&Settlement {
+                    usage,
+                    completed: true,
+                    error: None,
+                    first_event_at: None,
+                    streamed_bytes: 0,
+                    ended_at: Instant::now(),
+                });
+                self
+            }
+            None => {
+                let ReplyBody::Stream(inner) = self.body else {
+                    unreachable!("matched a stream above")
+                };
+                self.body = ReplyBody::Stream(Box::pin(SettledStream {
+                    inner,
+                    hook: Some(Box::new(f)),
+                    usage: None,
+                    first_event_at: None,
+                    streamed_bytes: 0,
+                    error: None,
+                }));
+                self
+            }
+        }
+    }
+}
+
+/// A stream that reports its settlement when it ends or is dropped.
+struct SettledStream {
+    inner: EventStream,
+    hook: Option<SettleFn>,
+    usage: Option<Usage>,
+    first_event_at: Option<Instant>,
+    streamed_bytes: u64,
+    error: Option<ErrorKind>,
+}
+
+impl SettledStream {
+    fn settle(&mut self, completed: bool) {
+        if let Some(hook) = self.hook.take() {
+            hook(&Settlement {
+                usage: self.usage,
+                completed,
+                error: self.error,
+                first_event_at: self.first_event_at,
+                streamed_bytes: self.streamed_bytes,
+                ended_at: Instant::now(),
+            });
+        }
+    }
+}
+
+impl Stream for SettledStream {
+    type Item = Result<StreamEvent, Error>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let item = std::task::ready!(self.inner.as_mut().poll_next(cx));
+        match &item {
+            Some(Ok(ev)) => {
+                if self.first_event_at.is_none() {
+                    self.first_event_at = Some(Instant::now());
+                }
+                match ev {
+                    StreamEvent::Usage(u) => self.usage = Some(*u),
+                    StreamEvent::TextDelta { text, .. } => self.streamed_bytes += text.len() as u64,
+                    StreamEvent::ToolCallDelta { arguments, .. } => {
+                        self.streamed_bytes += arguments.len() as u64
+                    }
+                    _ => {}
+                }
+            }
+            Some(Err(e)) => {
+                self.error = Some(e.kind);
+                self.settle(false);
+            }
+            None => {
+                let ok = self.error.is_none();
+                self.settle(ok);
+            }
+        }
+        std::task::Poll::Ready(item)
+    }
+}
+
+impl Drop for SettledStream {
+    fn drop(&mut self) {
+        self.settle(false);
+    }
+}
+
+#[cfg(test)]
+mod settle_tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use std::sync::Mutex;
+
+    fn stream_reply(events: Vec<Result<StreamEvent, Error>>) -> Reply {
+        Reply::local(ReplyBody::Stream(Box::pin(futures_util::stream::iter(
+            events,
+        ))))
+    }
+
+    fn recorder() -> (
+        Arc<Mutex<Vec<Settlement>>>,
+        impl FnOnce(&Settlement) + Send + 'static,
+    ) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        (seen, move |st: &Settlement| {
+            s.lock().unwrap().push(st.clone())
+        })
+    }
+
+    fn events() -> Vec<Result<StreamEvent, Error>> {
+        vec![
+            Ok(StreamEvent::TextDelta {
+                choice: 0,
+                text: "hello".into(),
+            }),
+            Ok(StreamEvent::Usage(Usage {
+                input_tokens: 3,
+                output_tokens: 2,
+                ..Usage::default()
+            })),
+        ]
+    }
+
+    #[tokio::test]
+    async fn a_finished_stream_settles_once_with_its_usage() {
+        let (seen, hook) = recorder();
+        let reply = stream_reply(events()).on_settle(hook);
+        let ReplyBody::Stream(mut s) = reply.body else {
+            panic!()
+        };
+        while s.next().await.is_some() {}
+        drop(s);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0].completed);
+        assert_eq!(seen[0].usage.unwrap().output_tokens, 2);
+        assert_eq!(seen[0].streamed_bytes, 5);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_stream_settles_as_incomplete() {
+        let (seen, hook) = recorder();
+        let reply = stream_reply(events()).on_settle(hook);
+        let ReplyBody::Stream(mut s) = reply.body else {
+            panic!()
+        };
+        s.next().await;
+        drop(s);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert!(!seen[0].completed);
+        assert_eq!(seen[0].streamed_bytes, 5);
+        assert!(seen[0].usage.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failed_stream_settles_with_its_error() {
+        let (seen, hook) = recorder();
+        let reply = stream_reply(vec![Err(Error::new(ErrorKind::Timeout, "idle"))]).on_settle(hook);
+        let ReplyBody::Stream(mut s) = reply.body else {
+            panic!()
+        };
+        while s.next().await.is_some() {}
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].error, Some(ErrorKind::Timeout));
+        assert!(!seen[0].completed);
+    }
+
+    #[test]
+    fn a_json_reply_settles_at_once() {
+        let (seen, hook) = recorder();
+        let _ = Reply::local(ReplyBody::TokenCount(3)).on_settle(hook);
+        assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+}

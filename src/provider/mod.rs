@@ -16,10 +16,12 @@ use http::{HeaderName, HeaderValue};
 use http_body_util::Full;
 
 use crate::config::{ProviderConfig, ProviderKind};
-use crate::ir::{Attempt, Error, ErrorKind, Format, Operation, Reply, ReplyBody, ServedBy};
+use crate::ir::{Attempt, Error, ErrorKind, Reply, ReplyBody, ServedBy};
 use crate::wire;
 
+mod anthropic;
 pub mod client;
+mod gemini;
 pub mod mock;
 mod openai;
 
@@ -56,6 +58,7 @@ struct Http {
     timeouts: Timeouts,
     api_version: Option<String>,
     stream_usage: bool,
+    default_max_tokens: u32,
 }
 
 impl std::fmt::Debug for Provider {
@@ -181,6 +184,9 @@ impl Provider {
                 },
                 api_version: cfg.api_version.clone(),
                 stream_usage: cfg.stream_usage,
+                default_max_tokens: cfg
+                    .default_max_tokens
+                    .unwrap_or(anthropic::DEFAULT_MAX_TOKENS),
             })),
         })
     }
@@ -236,16 +242,10 @@ impl Provider {
         let started = Instant::now();
         let op = &attempt.request.op;
         let model = &*attempt.model;
-        let (format, path, body) = match self.kind {
-            ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::AzureOpenai => {
-                openai::encode(self.kind, h, op, model)?
-            }
-            ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Mock => {
-                return Err(Error::new(
-                    ErrorKind::Internal,
-                    format!("provider kind {} is not available in this build", self.kind),
-                ))
-            }
+        let (path, body) = match self.kind {
+            ProviderKind::Anthropic => anthropic::encode(h, op, model)?,
+            ProviderKind::Gemini => gemini::encode(op, model)?,
+            kind => openai::encode(kind, h, op, model)?,
         };
         let stream = op.is_stream();
         let mut req = http::Request::builder()
@@ -268,16 +268,20 @@ impl Provider {
             let body = client::read_body(resp.into_body(), h.timeouts.first_byte)
                 .await
                 .unwrap_or_default();
-            let mut err = match format {
-                Format::OpenAi => wire::openai::decode_error(status.as_u16(), &body),
+            let mut err = match self.kind {
+                ProviderKind::Anthropic => wire::anthropic::decode_error(status.as_u16(), &body),
+                ProviderKind::Gemini => wire::gemini::decode_error(status.as_u16(), &body),
                 _ => wire::openai::decode_error(status.as_u16(), &body),
             };
             err.retry_after = retry_after.or(err.retry_after);
             return Err(err);
         }
         if stream {
-            let decoder: Box<dyn wire::StreamDecoder> =
-                Box::new(wire::openai::StreamDecoder::new());
+            let decoder = match self.kind {
+                ProviderKind::Anthropic => anthropic::stream_decoder(),
+                ProviderKind::Gemini => gemini::stream_decoder(model),
+                _ => openai::stream_decoder(),
+            };
             let mut events = client::UpstreamStream::new(resp.into_body(), decoder);
             // Wait for the first event here, so that a stream failing before its first byte
             // is an ordinary, retryable failure of this attempt rather than a broken reply.
@@ -298,16 +302,12 @@ impl Provider {
             let rest = futures_util::stream::once(async move { Ok(first) }).chain(events);
             return Ok(ReplyBody::Stream(Box::pin(rest)));
         }
-        let body = client::read_body(resp.into_body(), h.timeouts.total).await?;
-        match op {
-            Operation::Chat(_) => Ok(ReplyBody::Chat(wire::openai::decode_chat_reply(&body)?)),
-            Operation::Embeddings(_) => Ok(ReplyBody::Embeddings(
-                wire::openai::decode_embeddings_reply(&body)?,
-            )),
-            _ => Err(Error::new(
-                ErrorKind::Internal,
-                "operation has no upstream call",
-            )),
+        let left = h.timeouts.total.saturating_sub(started.elapsed());
+        let body = client::read_body(resp.into_body(), left).await?;
+        match self.kind {
+            ProviderKind::Anthropic => anthropic::decode(op, &body),
+            ProviderKind::Gemini => gemini::decode(op, &body, model),
+            _ => openai::decode(op, &body),
         }
     }
 }

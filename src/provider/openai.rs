@@ -2,18 +2,19 @@
 //! (deployment URLs, `api-version`, `api-key` header).
 
 use crate::config::ProviderKind;
-use crate::ir::{Error, ErrorKind, Format, Operation};
-use crate::wire::openai::{encode_chat_request, encode_embeddings_request, RequestOptions};
+use crate::ir::{Error, ErrorKind, Operation, ReplyBody};
+use crate::wire;
+use crate::wire::openai::{self, encode_chat_request, encode_embeddings_request, RequestOptions};
 
 use super::Http;
 
-/// The request body and the path (after the base URL) for an operation.
+/// The path (after the base URL) and body for an operation.
 pub(super) fn encode(
     kind: ProviderKind,
     h: &Http,
     op: &Operation,
     model: &str,
-) -> Result<(Format, String, Vec<u8>), Error> {
+) -> Result<(String, Vec<u8>), Error> {
     let (endpoint, body) = match op {
         Operation::Chat(c) => {
             let opts = RequestOptions {
@@ -38,5 +39,22 @@ pub(super) fn encode(
         ),
         _ => format!("/{endpoint}"),
     };
-    Ok((Format::OpenAi, path, body))
+    Ok((path, body))
+}
+
+pub(super) fn decode(op: &Operation, body: &[u8]) -> Result<ReplyBody, Error> {
+    match op {
+        Operation::Chat(_) => Ok(ReplyBody::Chat(openai::decode_chat_reply(body)?)),
+        Operation::Embeddings(_) => Ok(ReplyBody::Embeddings(openai::decode_embeddings_reply(
+            body,
+        )?)),
+        _ => Err(Error::new(
+            ErrorKind::Internal,
+            "operation has no upstream call",
+        )),
+    }
+}
+
+pub(super) fn stream_decoder() -> Box<dyn wire::StreamDecoder> {
+    Box::new(openai::StreamDecoder::new())
 }

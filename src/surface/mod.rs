@@ -21,6 +21,7 @@ use tower::{Layer, Service};
 use crate::ir::{self, Error, ErrorKind, EventStream, Format, Meta, Reply};
 use crate::wire;
 
+pub mod anthropic;
 pub mod openai;
 
 /// The response body type of the data plane: one box per response, at this boundary.
@@ -36,23 +37,44 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 enum Endpoint {
     OpenAiChat,
     OpenAiEmbeddings,
-    OpenAiModels,
+    /// The model list, in the format of the SDK asking (Anthropic's sends `anthropic-version`).
+    Models(Format),
     OpenAiModel(String),
+    AnthropicMessages,
+    AnthropicCountTokens,
     /// A path we do not serve, answered in the format its prefix suggests.
     NotFound(Format),
     MethodNotAllowed(Format, Method),
 }
 
-fn endpoint(method: &Method, path: &str) -> Endpoint {
+impl Endpoint {
+    fn format(&self) -> Format {
+        match self {
+            Endpoint::AnthropicMessages | Endpoint::AnthropicCountTokens => Format::Anthropic,
+            Endpoint::Models(f) | Endpoint::NotFound(f) | Endpoint::MethodNotAllowed(f, _) => *f,
+            _ => Format::OpenAi,
+        }
+    }
+}
+
+fn endpoint(method: &Method, path: &str, headers: &http::HeaderMap) -> Endpoint {
     let path = path.trim_end_matches('/');
     // SDKs are pointed at `.../v1`; some callers omit the prefix.
     let rest = path.strip_prefix("/v1").unwrap_or(path);
-    let format = Format::OpenAi;
+    let anthropic_sdk = headers.contains_key("anthropic-version");
+    let format = if rest.starts_with("/messages") || (anthropic_sdk && rest.starts_with("/models"))
+    {
+        Format::Anthropic
+    } else {
+        Format::OpenAi
+    };
     let (want, ep) = match rest {
         "/chat/completions" => (Method::POST, Endpoint::OpenAiChat),
         "/embeddings" => (Method::POST, Endpoint::OpenAiEmbeddings),
-        "/models" => (Method::GET, Endpoint::OpenAiModels),
-        r if r.starts_with("/models/") => (
+        "/messages" => (Method::POST, Endpoint::AnthropicMessages),
+        "/messages/count_tokens" => (Method::POST, Endpoint::AnthropicCountTokens),
+        "/models" => (Method::GET, Endpoint::Models(format)),
+        r if r.starts_with("/models/") && format == Format::OpenAi => (
             Method::GET,
             Endpoint::OpenAiModel(r["/models/".len()..].to_owned()),
         ),
@@ -138,11 +160,8 @@ where
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .into();
-    let ep = endpoint(&parts.method, parts.uri.path());
-    let format = match &ep {
-        Endpoint::NotFound(f) | Endpoint::MethodNotAllowed(f, _) => *f,
-        _ => Format::OpenAi,
-    };
+    let ep = endpoint(&parts.method, parts.uri.path(), &parts.headers);
+    let format = ep.format();
     let bytes = match Limited::new(body, max).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) => {
@@ -163,7 +182,9 @@ where
     let op = match &ep {
         Endpoint::OpenAiChat => openai::decode_chat(&bytes),
         Endpoint::OpenAiEmbeddings => openai::decode_embeddings(&bytes),
-        Endpoint::OpenAiModels | Endpoint::OpenAiModel(_) => Ok(ir::Operation::ListModels),
+        Endpoint::AnthropicMessages => anthropic::decode_messages(&bytes),
+        Endpoint::AnthropicCountTokens => anthropic::decode_count_tokens(&bytes),
+        Endpoint::Models(_) | Endpoint::OpenAiModel(_) => Ok(ir::Operation::ListModels),
         Endpoint::NotFound(_) => Err(Error::new(
             ErrorKind::NotFound,
             format!("no endpoint {} {}", parts.method, parts.uri.path()),
@@ -183,7 +204,11 @@ where
     };
     let mut meta = Meta::new(request_id, format);
     meta.received_at = received_at;
+    if let Some(key) = caller_key(&parts.headers) {
+        meta.extensions.insert(key);
+    }
     let stream_opts = openai::StreamOptions::from_op(&op);
+    let public_model = op.model().unwrap_or_default().to_owned();
     let result = inner.call(ir::Request { op, meta }).await;
     match result {
         Err(e) => error_response(format, &e),
@@ -203,6 +228,9 @@ where
                         }
                     }
                 }
+                (_, body) if format == Format::Anthropic => {
+                    anthropic::encode_reply(body, &public_model)
+                }
                 (_, body) => openai::encode_reply(body, stream_opts),
             };
             add_reply_headers(&mut resp, &reply.served_by, reply.attempts);
@@ -217,6 +245,24 @@ where
             resp
         }
     }
+}
+
+/// The caller's key: `Authorization: Bearer` (OpenAI SDKs, current Anthropic SDKs),
+/// `x-api-key` (Anthropic) or `api-key` (Azure-style clients).
+fn caller_key(headers: &http::HeaderMap) -> Option<ir::CallerKey> {
+    let bearer = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    bearer
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(|k| ir::CallerKey(Arc::from(k)))
 }
 
 fn add_reply_headers(

@@ -133,7 +133,11 @@ fn located_json_error(e: serde_path_to_error::Error<serde_json::Error>) -> Error
         .strip_prefix("missing field `")
         .and_then(|r| r.split('`').next())
     {
-        path = if path == "." { field.to_owned() } else { format!("{path}.{field}") };
+        path = if path == "." {
+            field.to_owned()
+        } else {
+            format!("{path}.{field}")
+        };
     }
     let err = json_error(inner);
     if path.is_empty() || path == "." {
