@@ -397,11 +397,7 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
         let addr = listener.local_addr().expect("mock addr");
         let state = Arc::new(UpstreamState::default());
-        state
-            .script
-            .lock()
-            .expect("script")
-            .extend(steps.into_iter());
+        state.script.lock().expect("script").extend(steps);
         let s = state.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
