@@ -174,7 +174,10 @@ impl Logic {
 
     fn open(&mut self, now: Instant, for_: Duration) {
         self.state = CircuitState::Open;
-        self.open_until = now + for_;
+        // Saturating: an ejection as long as a hostile upstream may ask for must not panic.
+        self.open_until = now
+            .checked_add(for_)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 60 * 60));
         self.consecutive = 0;
         self.probes_inflight = 0;
         self.probes_ok = 0;
@@ -454,6 +457,15 @@ mod tests {
         assert_eq!(b.state(), CircuitState::Open);
         assert!(b.admit(t0 + Duration::from_secs(29)).is_err());
         assert_eq!(b.admit(t0 + Duration::from_secs(30)), Ok(true));
+    }
+
+    #[test]
+    fn an_ejection_past_the_end_of_time_saturates() {
+        let t0 = Instant::now();
+        let mut b = Logic::new(cfg(), t0);
+        b.record(Outcome::Eject(Duration::MAX), false, t0);
+        assert_eq!(b.state(), CircuitState::Open);
+        assert!(b.admit(t0 + Duration::from_secs(3600)).is_err());
     }
 
     #[test]

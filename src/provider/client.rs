@@ -115,24 +115,26 @@ pub async fn read_body(body: Incoming, deadline: Duration) -> Result<Bytes, Erro
     }
 }
 
+/// Longest `Retry-After` honoured: an upstream asking for more is taken at its word up to
+/// here (a day), so absurd values cannot overflow a `Duration` or an `Instant`.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Parses `Retry-After` (seconds or an HTTP date is not needed by any provider we speak to)
-/// and OpenAI's `retry-after-ms`.
+/// and OpenAI's `retry-after-ms`, capped at [`MAX_RETRY_AFTER`].
 pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    if let Some(ms) = headers
-        .get("retry-after-ms")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-    {
-        if ms.is_finite() && ms >= 0.0 {
-            return Some(Duration::from_secs_f64(ms / 1000.0));
-        }
-    }
-    headers
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+    let number = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|n| n.is_finite() && *n >= 0.0)
+    };
+    let secs = number("retry-after-ms")
+        .map(|ms| ms / 1000.0)
+        .or_else(|| number(http::header::RETRY_AFTER.as_str()))?;
+    Some(Duration::from_secs_f64(
+        secs.min(MAX_RETRY_AFTER.as_secs_f64()),
+    ))
 }
 
 /// An upstream SSE body decoded into IR events as bytes arrive.
