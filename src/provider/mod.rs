@@ -292,6 +292,18 @@ impl Provider {
             err.retry_after = retry_after.or(err.retry_after);
             return Err(err);
         }
+        // switchyard sends no `accept-encoding`; a compressed body would be decoded as garbage.
+        if let Some(enc) = resp
+            .headers()
+            .get(http::header::CONTENT_ENCODING)
+            .filter(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+        {
+            let enc: String = enc.to_str().unwrap_or("unknown").chars().take(32).collect();
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                format!("upstream sent a {enc}-encoded reply that was not asked for"),
+            ));
+        }
         if stream {
             let decoder = match self.kind {
                 ProviderKind::Anthropic => anthropic::stream_decoder(),
