@@ -152,6 +152,9 @@ pub fn decode_chat_request(body: &[u8]) -> Result<ChatRequest, Error> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let wire: ChatRequestWire =
         serde_path_to_error::deserialize(&mut de).map_err(located_json_error)?;
+    // `deserialize` stops after the first document: trailing bytes are a malformed body, not
+    // something to ignore (`from_slice` checks this; a bare `Deserializer` does not).
+    de.end().map_err(json_error)?;
     let mut req = ChatRequest::new(wire.model, Format::OpenAi);
     if wire.messages.is_empty() {
         return Err(

@@ -340,3 +340,16 @@ fn embeddings_convert_between_float_and_base64() {
     let v: Value = serde_json::from_slice(&encode_embeddings_reply(&back, None)).unwrap();
     assert_eq!(v["data"][0]["embedding"], json!([0.5, -1.0]));
 }
+
+#[test]
+fn trailing_bytes_after_the_request_are_refused() {
+    let body = br#"{"model": "m", "messages": [{"role": "user", "content": "hi"}]} trailing"#;
+    let err = decode_chat_request(body).expect_err("trailing bytes are malformed");
+    assert_eq!(err.status, 400);
+    let ok = br#"{"model": "m", "messages": [{"role": "user", "content": "hi"}]}  
+"#;
+    assert!(
+        decode_chat_request(ok).is_ok(),
+        "trailing whitespace is fine"
+    );
+}
