@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -101,11 +101,13 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             .map(|t| Arc::from(t.expose()))
             .filter(|t: &Arc<str>| !t.is_empty()),
     });
+    let header_timeout = Duration::from_secs_f64(config.header_read_timeout_secs);
     let data_task = tokio::spawn(accept_loop(
         data,
         stack.service,
         stopped.clone(),
         DRAIN_GRACE,
+        header_timeout,
     ));
     let admin_svc = tower::service_fn(move |req: http::Request<Incoming>| {
         let admin = admin_state.clone();
@@ -119,7 +121,14 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             let _ = admin_stopped.wait_for(|s| *s).await;
             ready_flag.store(false, Ordering::SeqCst);
         });
-        accept_loop(admin, admin_svc, stopped, Duration::from_secs(1)).await;
+        accept_loop(
+            admin,
+            admin_svc,
+            stopped,
+            Duration::from_secs(1),
+            header_timeout,
+        )
+        .await;
         flag.abort();
     });
     Ok(Running {
@@ -136,6 +145,7 @@ async fn accept_loop<S, B>(
     service: S,
     mut stopped: watch::Receiver<bool>,
     grace: Duration,
+    header_timeout: Duration,
 ) where
     S: tower::Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
         + Clone
@@ -146,8 +156,22 @@ async fn accept_loop<S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Without a timer hyper silently applies no header read timeout: a slowloris client
+    // would hold a connection (and its task and fd) forever.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    // Pings find dead h2 peers; hyper's defaults already cap concurrent streams (200) and
+    // locally reset streams (rapid-reset).
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
     let graceful = GracefulShutdown::new();
+    let conn_stopped = stopped.clone();
     let stop = async move {
         let _ = stopped.wait_for(|s| *s).await.map(|_| ());
     };
@@ -165,12 +189,27 @@ async fn accept_loop<S, B>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service.clone()))
-                    .into_owned();
-                let conn = graceful.watch(conn);
+                let builder = builder.clone();
+                let service = service.clone();
+                let watcher = graceful.watcher();
+                let mut conn_stopped = conn_stopped.clone();
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    // hyper's protocol detection reads the first bytes with no time limit, so
+                    // a client that connects and sends nothing is cut here.
+                    let mut first = [0u8; 1];
+                    let spoke = tokio::select! {
+                        r = tokio::time::timeout(header_timeout, stream.peek(&mut first)) => {
+                            matches!(r, Ok(Ok(n)) if n > 0)
+                        }
+                        _ = conn_stopped.wait_for(|s| *s) => false,
+                    };
+                    if !spoke {
+                        return;
+                    }
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+                        .into_owned();
+                    let _ = watcher.watch(conn).await;
                 });
             }
             _ = &mut stop => break,

@@ -171,7 +171,10 @@ pub fn build(
         // ...and the caller sees it on the response.
         .layer(PropagateRequestIdLayer::x_request_id())
         // Bytes become IR here, once; replies and errors go back in the caller's format.
-        .layer(SurfaceLayer::new(config.max_body_bytes))
+        .layer(SurfaceLayer::new(
+            config.max_body_bytes,
+            std::time::Duration::from_secs_f64(config.body_read_timeout_secs),
+        ))
         // The model name becomes a plan of targets (unknown model: 404 before any work).
         .layer(RouteLayer::new(routes.clone(), Arc::new(make_target)))
         // The plan is put in the route's strategy order, unavailable targets left out.

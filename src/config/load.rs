@@ -174,6 +174,15 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
     if config.max_body_bytes == 0 {
         return Err(at(0, "max_body_bytes", "must be greater than 0"));
     }
+    for (field, v) in [
+        ("header_read_timeout_secs", config.header_read_timeout_secs),
+        ("body_read_timeout_secs", config.body_read_timeout_secs),
+    ] {
+        // `Duration::from_secs_f64` panics on NaN, negative and huge values.
+        if !(v > 0.0 && v <= 86_400.0) {
+            return Err(at(0, field, "must be between 0 and 86400 seconds"));
+        }
+    }
     let mut names = HashSet::new();
     for (i, p) in config.providers.iter().enumerate() {
         let line = p.name.referenced.line();

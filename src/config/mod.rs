@@ -25,6 +25,11 @@ pub struct Config {
     pub admin: SocketAddr,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Time a client has to send a request's headers (slowloris guard; also bounds how long an
+    /// idle keep-alive connection is held).
+    pub header_read_timeout_secs: f64,
+    /// Time a client has to send a whole request body once its headers are in (408 after).
+    pub body_read_timeout_secs: f64,
     /// Whether the built-in mock provider is served (as provider `mock`). Defaults to on when
     /// the config has no providers, off otherwise.
     pub mock: Option<bool>,
@@ -46,6 +51,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
             admin: SocketAddr::from(([127, 0, 0, 1], 9464)),
             max_body_bytes: 32 * 1024 * 1024,
+            header_read_timeout_secs: 30.0,
+            body_read_timeout_secs: 60.0,
             mock: None,
             providers: Vec::new(),
             models: Vec::new(),

@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
@@ -91,12 +91,17 @@ fn endpoint(method: &Method, path: &str, headers: &http::HeaderMap) -> Endpoint 
 #[derive(Debug, Clone)]
 pub struct SurfaceLayer {
     max_body_bytes: usize,
+    body_timeout: Duration,
 }
 
 impl SurfaceLayer {
-    /// A surface that refuses bodies over `max_body_bytes` with a 413.
-    pub fn new(max_body_bytes: usize) -> Self {
-        Self { max_body_bytes }
+    /// A surface that refuses bodies over `max_body_bytes` with a 413, and bodies not received
+    /// whole within `body_timeout` with a 408.
+    pub fn new(max_body_bytes: usize, body_timeout: Duration) -> Self {
+        Self {
+            max_body_bytes,
+            body_timeout,
+        }
     }
 }
 
@@ -106,6 +111,7 @@ impl<S> Layer<S> for SurfaceLayer {
         Surface {
             inner,
             max_body_bytes: self.max_body_bytes,
+            body_timeout: self.body_timeout,
         }
     }
 }
@@ -115,6 +121,7 @@ impl<S> Layer<S> for SurfaceLayer {
 pub struct Surface<S> {
     inner: S,
     max_body_bytes: usize,
+    body_timeout: Duration,
 }
 
 impl<S, B> Service<http::Request<B>> for Surface<S>
@@ -141,12 +148,16 @@ where
         // Call the clone we polled ready; leave a fresh clone behind.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let max = self.max_body_bytes;
-        Box::pin(async move { Ok(handle(inner, max, req).await) })
+        let limits = (self.max_body_bytes, self.body_timeout);
+        Box::pin(async move { Ok(handle(inner, limits, req).await) })
     }
 }
 
-async fn handle<S, B>(mut inner: S, max: usize, req: http::Request<B>) -> http::Response<Body>
+async fn handle<S, B>(
+    mut inner: S,
+    (max, body_timeout): (usize, Duration),
+    req: http::Request<B>,
+) -> http::Response<Body>
 where
     S: Service<ir::Request, Response = Reply, Error = Error>,
     B: http_body::Body<Data = Bytes>,
@@ -162,9 +173,22 @@ where
         .into();
     let ep = endpoint(&parts.method, parts.uri.path(), &parts.headers);
     let format = ep.format();
-    let bytes = match Limited::new(body, max).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) => {
+    // A client that never finishes its body (slowloris) must not hold the request forever.
+    let read = tokio::time::timeout(body_timeout, Limited::new(body, max).collect()).await;
+    let bytes = match read {
+        Err(_) => {
+            let err = Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "request body not received within {}s",
+                    body_timeout.as_secs_f64()
+                ),
+            )
+            .with_status(408);
+            return error_response(format, &err);
+        }
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) => {
             let err = if e
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
