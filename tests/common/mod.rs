@@ -401,6 +401,9 @@ impl Upstream {
         let s = state.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                // Each scripted piece is its own segment at once: with Nagle, a piece written
+                // after a small one waits for a delayed ACK (40 ms) and split tests crawl.
+                let _ = stream.set_nodelay(true);
                 let state = s.clone();
                 tokio::spawn(serve_conn(Arc::new(stream), state));
             }
