@@ -307,7 +307,7 @@ else:
     print("No errors and no non-2xx responses in any measured run.")
 print()
 print("Columns are described in bench/README.md. mode unary = model echo, small prompt; "
-      "stream = model lorem, max_tokens 16, stream true (latency = until the last SSE byte). "
+      "stream = model lorem, max_tokens 16, stream true (latency = until the last SSE byte). " +
       ("Each measured run of %s follows an unmeasured %s warm-up at the same concurrency."
        % (E["DURATION"], E["WARMUP"]) if E["WARMUP_S"] != "0" else
        "Each measured run of %s had no warm-up (WARMUP=0)." % E["DURATION"]))
