@@ -2,7 +2,7 @@
 # Official-SDK tests: the `openai` and `anthropic` SDKs (Python and Node), unchanged, pointed
 # at a running switchyard.
 #
-# Starts, on free loopback ports:
+# Starts, on free loopback ports (each binds port 0; the script reads the address it printed):
 #   builtin  `switchyard serve` with no config (the built-in mock provider);
 #   upstream `switchyard mock` (the mock provider alone, OpenAI and Anthropic wire formats);
 #   routed   `switchyard serve --config` routing public model names to that upstream, once as an
@@ -86,18 +86,29 @@ fi
 "$bin" --version
 
 # ---- servers --------------------------------------------------------------------------------
-# Five distinct free loopback ports, held open together so none is handed out twice.
-read -r p_builtin p_builtin_admin p_upstream p_routed p_routed_admin < <(
-    "$venv/bin/python" - <<'EOF'
-import socket
-socks = []
-for _ in range(5):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-)
+# Every server binds port 0 and the script reads the address it printed: no port is chosen
+# ahead of time, so none can be taken by another process in between.
+addr_re='127\.0\.0\.1:[0-9]+'
+serve_re="serving on http://$addr_re \\(admin http://$addr_re\\)"
+
+# wait_line NAME PID LOG REGEX: prints the first match of the extended REGEX in LOG, polling
+# for at most ~15 s; fails at once if the process exits.
+wait_line() {
+    local name=$1 pid=$2 log=$3 re=$4 i m
+    for ((i = 0; i < 150; i++)); do
+        if m="$(grep -Eo -m1 "$re" "$log" 2>/dev/null)"; then
+            echo "$m"
+            return 0
+        fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "$name exited before it was ready" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+    echo "$name printed no address after 15 s" >&2
+    return 1
+}
 
 # wait_http NAME PID URL: polls URL until it answers 200, for at most ~15 s; fails at once if
 # the process exits.
@@ -117,6 +128,11 @@ wait_http() {
     return 1
 }
 
+# addrs TEXT: the loopback addresses in TEXT, space-separated, in order.
+addrs() {
+    grep -Eo "$addr_re" <<<"$1" | paste -sd' ' -
+}
+
 step "starting servers"
 export RUST_LOG="${RUST_LOG:-warn}"
 # No provider keys from the caller's environment: the built-in config must be the mock alone.
@@ -124,26 +140,30 @@ unset OPENAI_API_KEY ANTHROPIC_API_KEY GEMINI_API_KEY MISTRAL_API_KEY GROQ_API_K
     DEEPSEEK_API_KEY XAI_API_KEY TOGETHER_API_KEY FIREWORKS_API_KEY OPENROUTER_API_KEY \
     SWITCHYARD_CONFIG
 
-"$bin" serve --listen "127.0.0.1:$p_builtin" --admin "127.0.0.1:$p_builtin_admin" \
-    >"$work/builtin.log" 2>&1 &
+"$bin" serve --listen 127.0.0.1:0 --admin 127.0.0.1:0 >"$work/builtin.log" 2>&1 &
 started+=($!)
 pid_builtin=$!
 
-"$bin" mock --port "$p_upstream" --host 127.0.0.1 >"$work/upstream.log" 2>&1 &
+"$bin" mock --port 0 --host 127.0.0.1 >"$work/upstream.log" 2>&1 &
 started+=($!)
 pid_upstream=$!
 
-cat >"$work/routed.yaml" <<EOF
-listen: 127.0.0.1:$p_routed
-admin: 127.0.0.1:$p_routed_admin
+line="$(wait_line "switchyard serve (built-in mock)" "$pid_builtin" "$work/builtin.log" "$serve_re")"
+read -r builtin_addr builtin_admin <<<"$(addrs "$line")"
+line="$(wait_line "switchyard mock (upstream)" "$pid_upstream" "$work/upstream.log" "http://$addr_re/v1")"
+upstream_addr="$(addrs "$line")"
+
+cat >"$work/routed.yaml" <<YAML
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
 providers:
   - name: upstream
     kind: openai_compatible
-    base_url: http://127.0.0.1:$p_upstream/v1
+    base_url: http://$upstream_addr/v1
     api_key: sk-sdk-test
   - name: upstream-anthropic
     kind: anthropic
-    base_url: http://127.0.0.1:$p_upstream
+    base_url: http://$upstream_addr
     api_key: sk-ant-sdk-test
 models:
   - name: chat-default
@@ -156,23 +176,26 @@ models:
     targets: [upstream-anthropic/echo]
   - name: chat-anthropic-lorem
     targets: [upstream-anthropic/lorem]
-EOF
+YAML
 "$bin" serve --config "$work/routed.yaml" >"$work/routed.log" 2>&1 &
 started+=($!)
 pid_routed=$!
+line="$(wait_line "switchyard serve --config (routed)" "$pid_routed" "$work/routed.log" "$serve_re")"
+read -r routed_addr routed_admin <<<"$(addrs "$line")"
 
-wait_http "switchyard serve (built-in mock)" "$pid_builtin" "http://127.0.0.1:$p_builtin_admin/readyz"
-# The mock upstream has no admin plane of its own: its model list is its readiness.
-wait_http "switchyard mock (upstream)" "$pid_upstream" "http://127.0.0.1:$p_upstream/v1/models"
-wait_http "switchyard serve --config (routed)" "$pid_routed" "http://127.0.0.1:$p_routed_admin/readyz"
-echo "builtin  http://127.0.0.1:$p_builtin (admin $p_builtin_admin)"
-echo "upstream http://127.0.0.1:$p_upstream"
-echo "routed   http://127.0.0.1:$p_routed (admin $p_routed_admin)"
+wait_http "switchyard serve (built-in mock)" "$pid_builtin" "http://$builtin_admin/readyz"
+# The mock upstream's admin plane is on an ephemeral port it does not print: its model list is
+# its readiness.
+wait_http "switchyard mock (upstream)" "$pid_upstream" "http://$upstream_addr/v1/models"
+wait_http "switchyard serve --config (routed)" "$pid_routed" "http://$routed_admin/readyz"
+echo "builtin  http://$builtin_addr (admin $builtin_admin)"
+echo "upstream http://$upstream_addr"
+echo "routed   http://$routed_addr (admin $routed_admin)"
 
-export SWITCHYARD_BUILTIN_URL="http://127.0.0.1:$p_builtin"
-export SWITCHYARD_ROUTED_URL="http://127.0.0.1:$p_routed"
+export SWITCHYARD_BUILTIN_URL="http://$builtin_addr"
+export SWITCHYARD_ROUTED_URL="http://$routed_addr"
 
-# Does this build serve the Anthropic caller surface? (A 404 naming no endpoint means no.)
+# Does this build serve the Anthropic caller surface?
 anthropic_status="$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 \
     -H 'content-type: application/json' -H 'anthropic-version: 2023-06-01' -H 'x-api-key: k' \
     -d '{"model":"mock/echo","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}' \
@@ -182,7 +205,7 @@ if [[ "$anthropic_status" == "200" ]]; then
     echo "Anthropic surface: POST /v1/messages answers; Anthropic SDK tests run"
 else
     export SWITCHYARD_ANTHROPIC=0
-    echo "Anthropic surface: POST /v1/messages answered $anthropic_status;" \
+    echo "Anthropic surface: POST /v1/messages answered $anthropic_status:" \
         "Anthropic SDK tests are SKIPPED (this build has no Anthropic caller surface)"
 fi
 

@@ -8,7 +8,10 @@ upstream hop (Anthropic caller, OpenAI upstream) and an `anthropic` upstream hop
 
 from __future__ import annotations
 
+import json
+
 import anthropic
+import pydantic
 import pytest
 
 from conftest import ANTHROPIC_SKIP_REASON, ANTHROPIC_SURFACE, TIMEOUT, Target
@@ -242,6 +245,45 @@ def test_stream_tool_use_input_json(client: anthropic.Anthropic, target: Target)
     assert use.name == "get_weather"
     assert use.input == {"city": "Lisbon", "days": 1, "unit": "c"}
     assert final.stop_reason == "tool_use"
+
+
+# ---- structured output ----------------------------------------------------------------------
+
+
+class City(pydantic.BaseModel):
+    name: str
+    population: int
+    area: float
+    capital: bool
+
+
+def test_output_config_json_schema(client: anthropic.Anthropic, target: Target) -> None:
+    """Native JSON outputs (`output_config.format`): modelled for OpenAI-format upstreams,
+    replayed verbatim to an Anthropic upstream."""
+    m = client.messages.create(
+        model=target.chat,
+        max_tokens=128,
+        messages=user("Bern"),
+        output_config={
+            "format": {
+                "type": "json_schema",
+                "schema": {
+                    "type": "object",
+                    "properties": {"name": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}}},
+                    "required": ["name", "tags"],
+                    "additionalProperties": False,
+                },
+            }
+        },
+    )
+    assert json.loads(m.content[0].text) == {"name": "Bern", "tags": ["Bern"]}
+
+
+def test_parse_pydantic(client: anthropic.Anthropic, target: Target) -> None:
+    m = client.messages.parse(
+        model=target.chat, max_tokens=128, messages=user("Bern"), output_format=City
+    )
+    assert m.parsed_output == City(name="Bern", population=1, area=1.5, capital=True)
 
 
 # ---- count_tokens, models -------------------------------------------------------------------
