@@ -751,6 +751,26 @@ pub struct Target {
     pub model: Arc<str>,
     /// The per-target stack.
     pub service: TargetService,
+    /// Relative share for the `weighted` strategy.
+    pub weight: u32,
+    /// Labels a request can require (`zero-data-retention`, `eu`, ...).
+    pub tags: Arc<[Arc<str>]>,
+    /// Blended USD per million tokens, when priced (for the `cheapest` strategy).
+    pub price: Option<f64>,
+    /// Live health and latency, shared by every route that names this target.
+    pub stats: Arc<TargetStats>,
+}
+
+impl Target {
+    /// `provider/model`.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.provider, self.model)
+    }
+
+    /// Whether the target may take new requests (breaker not open, provider not drained).
+    pub fn is_available(&self) -> bool {
+        self.stats.is_available()
+    }
 }
 
 impl fmt::Debug for Target {
@@ -759,15 +779,236 @@ impl fmt::Debug for Target {
     }
 }
 
+/// Circuit breaker state of a target, as published for balancers, the admin plane and
+/// metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitState {
+    /// Traffic flows.
+    Closed = 0,
+    /// No traffic until the cool-down (or a `Retry-After`) has passed.
+    Open = 1,
+    /// A few probes decide whether to close again.
+    HalfOpen = 2,
+}
+
+impl CircuitState {
+    /// Stable lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// Live figures of one target. Written by the breaker and the attempt path; read lock-free by
+/// balancers.
+#[derive(Debug, Default)]
+pub struct TargetStats {
+    /// Peak-EWMA of time to first byte, in nanoseconds (0 = no sample yet).
+    ewma_ttfb_ns: std::sync::atomic::AtomicU64,
+    /// Attempts in flight.
+    inflight: std::sync::atomic::AtomicU32,
+    /// `CircuitState` as u8.
+    circuit: std::sync::atomic::AtomicU8,
+    /// Set by an operator: no new traffic.
+    drained: std::sync::atomic::AtomicBool,
+    /// While open: when probing may start, as nanoseconds since [`monotonic_epoch`].
+    open_until_ns: std::sync::atomic::AtomicU64,
+}
+
+/// A process-wide reference instant, so instants fit in atomics.
+pub fn monotonic_epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn since_epoch(t: Instant) -> u64 {
+    t.saturating_duration_since(monotonic_epoch())
+        .as_nanos()
+        .min(u64::MAX as u128) as u64
+}
+
+use std::sync::atomic::Ordering as AtomicOrdering;
+
+impl TargetStats {
+    /// Whether new requests may be sent: not drained, and the breaker is closed, half-open,
+    /// or open with its cool-down over (the next request is a probe).
+    pub fn is_available(&self) -> bool {
+        self.is_available_at(Instant::now())
+    }
+
+    /// [`Self::is_available`] at a given instant.
+    pub fn is_available_at(&self, now: Instant) -> bool {
+        if self.drained.load(AtomicOrdering::Relaxed) {
+            return false;
+        }
+        self.circuit() != CircuitState::Open
+            || since_epoch(now) >= self.open_until_ns.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Publishes when an open breaker may be probed.
+    pub fn set_open_until(&self, until: Instant) {
+        self.open_until_ns
+            .store(since_epoch(until), AtomicOrdering::Relaxed);
+    }
+
+    /// The published breaker state.
+    pub fn circuit(&self) -> CircuitState {
+        match self.circuit.load(AtomicOrdering::Relaxed) {
+            1 => CircuitState::Open,
+            2 => CircuitState::HalfOpen,
+            _ => CircuitState::Closed,
+        }
+    }
+
+    /// Publishes the breaker state.
+    pub fn set_circuit(&self, state: CircuitState) {
+        self.circuit.store(state as u8, AtomicOrdering::Relaxed);
+    }
+
+    /// Whether an operator drained the target.
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Drains or undrains the target.
+    pub fn set_drained(&self, drained: bool) {
+        self.drained.store(drained, AtomicOrdering::Relaxed);
+    }
+
+    /// Attempts in flight.
+    pub fn inflight(&self) -> u32 {
+        self.inflight.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Marks an attempt started; the guard marks it finished when dropped.
+    pub fn start(self: &Arc<Self>) -> InflightGuard {
+        self.inflight.fetch_add(1, AtomicOrdering::Relaxed);
+        InflightGuard(self.clone())
+    }
+
+    /// The latency estimate in nanoseconds (0 when never measured).
+    pub fn ewma_ttfb_ns(&self) -> u64 {
+        self.ewma_ttfb_ns.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Records a time to first byte: peak-EWMA (a slower sample is taken at once, a faster
+    /// one decays in), as linkerd and Finagle do, so a target that turns slow loses traffic
+    /// immediately and regains it gradually.
+    pub fn observe_ttfb(&self, ttfb: Duration) {
+        let sample = ttfb.as_nanos().min(u64::MAX as u128) as u64;
+        let _ = self.ewma_ttfb_ns.fetch_update(
+            AtomicOrdering::Relaxed,
+            AtomicOrdering::Relaxed,
+            |old| {
+                Some(if old == 0 || sample > old {
+                    sample
+                } else {
+                    // alpha = 1/8
+                    old - (old - sample) / 8
+                })
+            },
+        );
+    }
+
+    /// Load-weighted cost for least-latency balancing: latency × (in-flight + 1). Targets
+    /// without a sample cost 0 so that they get probed.
+    pub fn cost(&self) -> u64 {
+        self.ewma_ttfb_ns()
+            .saturating_mul(u64::from(self.inflight()) + 1)
+    }
+}
+
+/// Decrements a target's in-flight count when dropped.
+#[derive(Debug)]
+pub struct InflightGuard(Arc<TargetStats>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, AtomicOrdering::Relaxed);
+    }
+}
+
+/// How a route picks among its targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// In order; the next one when one fails.
+    #[default]
+    Fallback,
+    /// By weight (A/B splits, gradual migration); the rest in order as fallbacks.
+    Weighted,
+    /// Power of two choices over peak-EWMA time to first byte × load.
+    LeastLatency,
+    /// Lowest price per token among available targets.
+    Cheapest,
+    /// Send to the first; if it has not answered within the hedge delay, also to the second;
+    /// keep the first reply, cancel the other.
+    Hedge,
+}
+
 /// The targets a request may use, in the order they should be tried. Inserted into
-/// `Meta::extensions` by the route layer; consumed by the retry layer.
+/// `Meta::extensions` by the route layer; reordered by the balance layer; consumed by the
+/// retry layer.
 #[derive(Debug, Clone)]
 pub struct Plan {
     /// The public route name that matched.
     pub route: Arc<str>,
     /// Candidate targets, best first.
     pub targets: Arc<[Target]>,
+    /// How to order them.
+    pub strategy: Strategy,
+    /// Most attempts for one request (same-target retries included).
+    pub max_attempts: u32,
+    /// For `Hedge`: how long to wait before the second request (None: the route's p90).
+    pub hedge_after: Option<Duration>,
+    /// Degradation: targets (of another model) used only when every target above failed
+    /// or is unavailable.
+    pub degrade: Option<Arc<[Target]>>,
+    /// The route's recent time-to-first-byte samples (for the hedge p90).
+    pub latency: Arc<LatencyWindow>,
 }
+
+/// The most recent time-to-first-byte samples of a route, for percentile estimates.
+#[derive(Debug, Default)]
+pub struct LatencyWindow {
+    samples: std::sync::Mutex<(usize, Vec<u64>)>,
+}
+
+/// Samples kept per route.
+const LATENCY_SAMPLES: usize = 128;
+
+impl LatencyWindow {
+    /// Records a sample. The lock is held for a few nanoseconds and never across an await.
+    pub fn record(&self, d: Duration) {
+        let ns = d.as_nanos().min(u64::MAX as u128) as u64;
+        if let Ok(mut g) = self.samples.lock() {
+            let (next, v) = &mut *g;
+            if v.len() < LATENCY_SAMPLES {
+                v.push(ns);
+            } else {
+                v[*next] = ns;
+            }
+            *next = (*next + 1) % LATENCY_SAMPLES;
+        }
+    }
+
+    /// The `q` quantile (0..=1) of recent samples; None with fewer than 8 samples.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        let mut v = self.samples.lock().ok()?.1.clone();
+        if v.len() < 8 {
+            return None;
+        }
+        v.sort_unstable();
+        let i = ((v.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+        Some(Duration::from_nanos(v[i]))
+    }
+}
+
+/// Tags a request requires of its targets (`x-switchyard-tags: zero-data-retention`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequiredTags(pub Vec<String>);
 
 impl ChatRequest {
     /// A cheap estimate of the input tokens (about four bytes per token, plus a few per
@@ -795,5 +1036,255 @@ impl ChatRequest {
             bytes += t.parameters.to_string().len();
         }
         overhead + (bytes as u64).div_ceil(4)
+    }
+}
+
+/// The caller's credential as presented (`Authorization: Bearer`, `x-api-key` or `api-key`),
+/// inserted by the surface, consumed by the auth layer. Never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CallerKey(pub Arc<str>);
+
+impl fmt::Debug for CallerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CallerKey(<redacted>)")
+    }
+}
+
+/// Who is calling: inserted by the auth layer (a default principal when auth is off), read by
+/// limits, budgets, metrics and logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal {
+    /// The key's name from config (`anonymous` when auth is off).
+    pub key_name: Arc<str>,
+    /// The team the key belongs to (a bounded metrics label).
+    pub team: Arc<str>,
+}
+
+impl Principal {
+    /// The principal of requests when auth is off.
+    pub fn anonymous() -> Self {
+        Self {
+            key_name: Arc::from("anonymous"),
+            team: Arc::from("default"),
+        }
+    }
+}
+
+/// How a reply ended, handed to every settlement hook exactly once.
+#[derive(Debug, Clone)]
+pub struct Settlement {
+    /// Token usage as reported by the upstream (for an aborted stream: what was reported
+    /// before the abort, if anything).
+    pub usage: Option<Usage>,
+    /// Whether the reply completed normally (a full JSON reply, or a stream that reached its
+    /// end). False for a stream that failed or whose caller went away.
+    pub completed: bool,
+    /// The failure that ended a stream, if one did.
+    pub error: Option<ErrorKind>,
+    /// When the first stream event arrived (time to first token); `None` for JSON replies.
+    pub first_event_at: Option<Instant>,
+    /// Output text/argument bytes seen on a stream, for estimating usage when a stream was
+    /// aborted before the upstream reported it.
+    pub streamed_bytes: u64,
+    /// When the reply ended.
+    pub ended_at: Instant,
+}
+
+type SettleFn = Box<dyn FnOnce(&Settlement) + Send>;
+
+impl Reply {
+    /// Runs `f` once when the reply is settled: at once for a complete reply; for a stream,
+    /// when it ends, fails, or is dropped (a caller that hangs up is still settled).
+    pub fn on_settle(mut self, f: impl FnOnce(&Settlement) + Send + 'static) -> Self {
+        let usage = match &self.body {
+            ReplyBody::Chat(c) => Some(c.usage),
+            ReplyBody::Embeddings(e) => Some(e.usage),
+            ReplyBody::TokenCount(_) | ReplyBody::Models(_) => Some(None),
+            ReplyBody::Stream(_) => None,
+        };
+        match usage {
+            Some(usage) => {
+                f(&Settlement {
+                    usage,
+                    completed: true,
+                    error: None,
+                    first_event_at: None,
+                    streamed_bytes: 0,
+                    ended_at: Instant::now(),
+                });
+                self
+            }
+            None => {
+                let ReplyBody::Stream(inner) = self.body else {
+                    unreachable!("matched a stream above")
+                };
+                self.body = ReplyBody::Stream(Box::pin(SettledStream {
+                    inner,
+                    hook: Some(Box::new(f)),
+                    usage: None,
+                    first_event_at: None,
+                    streamed_bytes: 0,
+                    error: None,
+                }));
+                self
+            }
+        }
+    }
+}
+
+/// A stream that reports its settlement when it ends or is dropped.
+struct SettledStream {
+    inner: EventStream,
+    hook: Option<SettleFn>,
+    usage: Option<Usage>,
+    first_event_at: Option<Instant>,
+    streamed_bytes: u64,
+    error: Option<ErrorKind>,
+}
+
+impl SettledStream {
+    fn settle(&mut self, completed: bool) {
+        if let Some(hook) = self.hook.take() {
+            hook(&Settlement {
+                usage: self.usage,
+                completed,
+                error: self.error,
+                first_event_at: self.first_event_at,
+                streamed_bytes: self.streamed_bytes,
+                ended_at: Instant::now(),
+            });
+        }
+    }
+}
+
+impl Stream for SettledStream {
+    type Item = Result<StreamEvent, Error>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let item = std::task::ready!(self.inner.as_mut().poll_next(cx));
+        match &item {
+            Some(Ok(ev)) => {
+                if self.first_event_at.is_none() {
+                    self.first_event_at = Some(Instant::now());
+                }
+                match ev {
+                    StreamEvent::Usage(u) => self.usage = Some(*u),
+                    StreamEvent::TextDelta { text, .. } => self.streamed_bytes += text.len() as u64,
+                    StreamEvent::ToolCallDelta { arguments, .. } => {
+                        self.streamed_bytes += arguments.len() as u64
+                    }
+                    _ => {}
+                }
+            }
+            Some(Err(e)) => {
+                self.error = Some(e.kind);
+                self.settle(false);
+            }
+            None => {
+                let ok = self.error.is_none();
+                self.settle(ok);
+            }
+        }
+        std::task::Poll::Ready(item)
+    }
+}
+
+impl Drop for SettledStream {
+    fn drop(&mut self) {
+        self.settle(false);
+    }
+}
+
+#[cfg(test)]
+mod settle_tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use std::sync::Mutex;
+
+    fn stream_reply(events: Vec<Result<StreamEvent, Error>>) -> Reply {
+        Reply::local(ReplyBody::Stream(Box::pin(futures_util::stream::iter(
+            events,
+        ))))
+    }
+
+    fn recorder() -> (
+        Arc<Mutex<Vec<Settlement>>>,
+        impl FnOnce(&Settlement) + Send + 'static,
+    ) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        (seen, move |st: &Settlement| {
+            s.lock().unwrap().push(st.clone())
+        })
+    }
+
+    fn events() -> Vec<Result<StreamEvent, Error>> {
+        vec![
+            Ok(StreamEvent::TextDelta {
+                choice: 0,
+                text: "hello".into(),
+            }),
+            Ok(StreamEvent::Usage(Usage {
+                input_tokens: 3,
+                output_tokens: 2,
+                ..Usage::default()
+            })),
+        ]
+    }
+
+    #[tokio::test]
+    async fn a_finished_stream_settles_once_with_its_usage() {
+        let (seen, hook) = recorder();
+        let reply = stream_reply(events()).on_settle(hook);
+        let ReplyBody::Stream(mut s) = reply.body else {
+            panic!()
+        };
+        while s.next().await.is_some() {}
+        drop(s);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0].completed);
+        assert_eq!(seen[0].usage.unwrap().output_tokens, 2);
+        assert_eq!(seen[0].streamed_bytes, 5);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_stream_settles_as_incomplete() {
+        let (seen, hook) = recorder();
+        let reply = stream_reply(events()).on_settle(hook);
+        let ReplyBody::Stream(mut s) = reply.body else {
+            panic!()
+        };
+        s.next().await;
+        drop(s);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert!(!seen[0].completed);
+        assert_eq!(seen[0].streamed_bytes, 5);
+        assert!(seen[0].usage.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failed_stream_settles_with_its_error() {
+        let (seen, hook) = recorder();
+        let reply = stream_reply(vec![Err(Error::new(ErrorKind::Timeout, "idle"))]).on_settle(hook);
+        let ReplyBody::Stream(mut s) = reply.body else {
+            panic!()
+        };
+        while s.next().await.is_some() {}
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].error, Some(ErrorKind::Timeout));
+        assert!(!seen[0].completed);
+    }
+
+    #[test]
+    fn a_json_reply_settles_at_once() {
+        let (seen, hook) = recorder();
+        let _ = Reply::local(ReplyBody::TokenCount(3)).on_settle(hook);
+        assert_eq!(seen.lock().unwrap().len(), 1);
     }
 }

@@ -5,6 +5,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod config;
+pub mod cost;
 pub mod ir;
 pub mod layer;
 pub mod provider;

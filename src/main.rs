@@ -95,7 +95,7 @@ fn main() -> ExitCode {
                 serve(cfg).await
             }
             Command::Check { config } => match load(Some(&config)) {
-                Ok(cfg) => match stack::routes(&cfg) {
+                Ok(cfg) => match stack::routes(&cfg, Default::default()) {
                     Ok(routes) => {
                         print!("{}", switchyard::route::describe_text(&cfg, &routes));
                         ExitCode::SUCCESS

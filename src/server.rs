@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::route::SharedRoutes;
+use crate::route::{Control, SharedRoutes};
 use crate::stack;
 
 /// How long in-flight requests may run after shutdown begins.
@@ -68,7 +68,8 @@ pub enum StartError {
 
 /// Binds both planes and starts serving in the background.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
-    let stack = stack::build(config).map_err(|e| StartError::Build(e.message))?;
+    let stack = stack::build(config, Arc::new(Control::default()))
+        .map_err(|e| StartError::Build(e.message))?;
     let data = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {

@@ -204,6 +204,9 @@ where
     };
     let mut meta = Meta::new(request_id, format);
     meta.received_at = received_at;
+    if let Some(key) = caller_key(&parts.headers) {
+        meta.extensions.insert(key);
+    }
     let stream_opts = openai::StreamOptions::from_op(&op);
     let public_model = op.model().unwrap_or_default().to_owned();
     let result = inner.call(ir::Request { op, meta }).await;
@@ -242,6 +245,24 @@ where
             resp
         }
     }
+}
+
+/// The caller's key: `Authorization: Bearer` (OpenAI SDKs, current Anthropic SDKs),
+/// `x-api-key` (Anthropic) or `api-key` (Azure-style clients).
+fn caller_key(headers: &http::HeaderMap) -> Option<ir::CallerKey> {
+    let bearer = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    bearer
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(|k| ir::CallerKey(Arc::from(k)))
 }
 
 fn add_reply_headers(

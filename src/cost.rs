@@ -1,0 +1,115 @@
+//! Prices × usage → USD.
+//!
+//! The pricing table ships as data (`data/prices.json`, per million tokens) and can be
+//! overridden per model in config. Models are matched by exact name first, then by the longest
+//! table entry that is a prefix of the name (so dated snapshots such as
+//! `gpt-4o-mini-2024-07-18` price as `gpt-4o-mini`).
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use crate::ir::Usage;
+
+/// USD per million tokens of each kind.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// Uncached input.
+    pub input: f64,
+    /// Output (reasoning included).
+    pub output: f64,
+    /// Input read from a prompt cache; defaults to `input`.
+    #[serde(default)]
+    pub cached_input: Option<f64>,
+    /// Input written to a prompt cache; defaults to `input`.
+    #[serde(default)]
+    pub cache_write: Option<f64>,
+}
+
+impl Price {
+    /// The cost of `usage` at this price (IR convention: cached and cache-write tokens are
+    /// subsets of `input_tokens`).
+    pub fn usd(&self, usage: &Usage) -> f64 {
+        let cached = usage.cached_input_tokens.min(usage.input_tokens);
+        let written = usage.cache_write_tokens.min(usage.input_tokens - cached);
+        let plain = usage.input_tokens - cached - written;
+        (plain as f64 * self.input
+            + cached as f64 * self.cached_input.unwrap_or(self.input)
+            + written as f64 * self.cache_write.unwrap_or(self.input)
+            + usage.output_tokens as f64 * self.output)
+            / 1_000_000.0
+    }
+}
+
+/// The pricing table.
+#[derive(Debug, Clone, Default)]
+pub struct Prices {
+    by_model: HashMap<String, Price>,
+}
+
+const SHIPPED: &str = include_str!("../data/prices.json");
+
+impl Prices {
+    /// The shipped table.
+    pub fn builtin() -> Self {
+        let by_model: HashMap<String, Price> = serde_json::from_str(SHIPPED).unwrap_or_default();
+        Self { by_model }
+    }
+
+    /// Adds or replaces prices (config overrides).
+    pub fn with_overrides(mut self, overrides: impl IntoIterator<Item = (String, Price)>) -> Self {
+        self.by_model.extend(overrides);
+        self
+    }
+
+    /// The price of a model, by exact name or longest prefix.
+    pub fn lookup(&self, model: &str) -> Option<&Price> {
+        if let Some(p) = self.by_model.get(model) {
+            return Some(p);
+        }
+        self.by_model
+            .iter()
+            .filter(|(k, _)| model.starts_with(k.as_str()))
+            .max_by_key(|(k, _)| k.len())
+            .map(|(_, p)| p)
+    }
+
+    /// The cost of a reply, when the model is priced.
+    pub fn usd(&self, model: &str, usage: &Usage) -> Option<f64> {
+        self.lookup(model).map(|p| p.usd(usage))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_tokens_are_priced_at_the_cached_rate() {
+        let p = Price {
+            input: 2.0,
+            output: 8.0,
+            cached_input: Some(0.5),
+            cache_write: None,
+        };
+        let u = Usage {
+            input_tokens: 1_000_000,
+            output_tokens: 500_000,
+            cached_input_tokens: 400_000,
+            ..Usage::default()
+        };
+        assert!((p.usd(&u) - (0.6 * 2.0 + 0.4 * 0.5 + 0.5 * 8.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn dated_snapshots_price_as_their_family() {
+        let prices = Prices::builtin();
+        assert_eq!(
+            prices.lookup("gpt-4o-mini-2024-07-18"),
+            prices.lookup("gpt-4o-mini")
+        );
+        assert!(prices.lookup("gpt-4o-mini").is_some());
+        assert!(prices.lookup("no-such-model").is_none());
+    }
+}
