@@ -99,6 +99,52 @@ def test_chat_lorem_max_tokens(client: openai.OpenAI, target: Target) -> None:
     assert r.usage.completion_tokens == 5
 
 
+def test_chat_max_completion_tokens(client: openai.OpenAI, target: Target) -> None:
+    """Newer callers send `max_completion_tokens` instead of `max_tokens`."""
+    r = client.chat.completions.create(
+        model=target.lorem, messages=user("x"), max_completion_tokens=3
+    )
+    assert len(r.choices[0].message.content.split()) == 3
+    assert r.choices[0].finish_reason == "length"
+
+
+def test_chat_common_optional_params(client: openai.OpenAI, target: Target) -> None:
+    """Parameters SDK users routinely send are accepted (and do not break routing)."""
+    r = client.chat.completions.create(
+        model=target.chat,
+        messages=user("with options"),
+        temperature=0,
+        top_p=1,
+        seed=7,
+        user="sdk-test-user",
+        stop=["\n\n"],
+        presence_penalty=0,
+        frequency_penalty=0,
+        n=1,
+        parallel_tool_calls=False,
+        metadata={"suite": "sdk"},
+    )
+    assert r.choices[0].message.content == "with options"
+
+
+def test_chat_image_part(client: openai.OpenAI, target: Target) -> None:
+    """A multimodal user message (text + image) decodes; echo answers its text."""
+    pixel = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
+    r = client.chat.completions.create(
+        model=target.chat,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this"},
+                    {"type": "image_url", "image_url": {"url": pixel}},
+                ],
+            }
+        ],
+    )
+    assert r.choices[0].message.content == "what is this"
+
+
 def test_raw_response_headers(client: openai.OpenAI, target: Target) -> None:
     raw = client.chat.completions.with_raw_response.create(
         model=target.chat, messages=user("headers please")
