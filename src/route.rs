@@ -315,6 +315,16 @@ impl Routes {
         out
     }
 
+    /// Drained provider names.
+    pub fn drained(&self) -> Arc<HashSet<String>> {
+        self.control.drained()
+    }
+
+    /// Route → pinned target.
+    pub fn pins(&self) -> Arc<HashMap<String, String>> {
+        self.control.pins()
+    }
+
     /// The providers of this generation.
     pub fn providers(&self) -> &[Arc<Provider>] {
         &self.providers

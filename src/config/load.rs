@@ -153,6 +153,9 @@ pub fn load_str(text: &str, strings: &dyn Strings) -> Result<Config, ConfigError
 }
 
 fn resolve_secrets(config: &mut Config, strings: &dyn Strings) -> Result<(), ConfigError> {
+    if let Some(t) = &mut config.admin_token {
+        t.resolve(strings).map_err(|e| at(0, "admin_token", e))?;
+    }
     for (i, p) in config.providers.iter_mut().enumerate() {
         let line = p.name.referenced.line();
         if let Some(k) = &mut p.api_key {

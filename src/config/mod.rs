@@ -34,6 +34,10 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     /// Retry policy.
     pub retry: RetryConfig,
+    /// When set, the admin plane's operator endpoints (drain, pin) require
+    /// `Authorization: Bearer <token>`. Set it whenever the admin port is reachable from
+    /// outside the pod.
+    pub admin_token: Option<Secret>,
 }
 
 impl Default for Config {
@@ -46,6 +50,7 @@ impl Default for Config {
             providers: Vec::new(),
             models: Vec::new(),
             retry: RetryConfig::default(),
+            admin_token: None,
         }
     }
 }

@@ -373,7 +373,7 @@ impl Attempts {
         let Some((_, last)) = self.failures.last() else {
             return Error::new(
                 ErrorKind::Unavailable,
-                format!("model '{}' has no available target", self.plan.route),
+                format!("model '{}' has no available target: every target is drained or has its circuit open", self.plan.route),
             );
         };
         if self.failures.len() == 1 && !self.budget_exhausted {

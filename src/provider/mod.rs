@@ -209,6 +209,14 @@ impl Provider {
         }
     }
 
+    /// The in-process mock, when this is the mock provider (for fault control).
+    pub fn as_mock(&self) -> Option<&mock::Mock> {
+        match &self.adapter {
+            Adapter::Mock(m) => Some(m),
+            Adapter::Http(_) => None,
+        }
+    }
+
     /// Whether a bare model name resolves to this provider.
     pub fn offers(&self, model: &str) -> bool {
         self.offers.iter().any(|p| glob_match(p, model))
