@@ -169,13 +169,16 @@ fn main() -> ExitCode {
                         return ExitCode::from(2);
                     }
                 };
-                if let Some(l) = listen {
-                    cfg.listen = l;
-                }
-                if let Some(a) = admin {
-                    cfg.admin = a;
-                }
-                serve(cfg).await
+                let overrides = move |c: &mut Config| {
+                    if let Some(l) = listen {
+                        c.listen = l;
+                    }
+                    if let Some(a) = admin {
+                        c.admin = a;
+                    }
+                };
+                overrides(&mut cfg);
+                serve(cfg, config, overrides).await
             }
             Command::Check { config } => match load(Some(&config)) {
                 Ok(cfg) => match stack::routes(&cfg) {
@@ -208,7 +211,14 @@ fn main() -> ExitCode {
     })
 }
 
-async fn serve(cfg: Config) -> ExitCode {
+async fn serve(
+    cfg: Config,
+    path: Option<PathBuf>,
+    overrides: impl Fn(&mut Config) + Send + 'static,
+) -> ExitCode {
+    // Before anything is announced: an early SIGTERM drains instead of killing the process,
+    // and the second signal is not lost while the first is being handled.
+    let mut signals = server::Signals::new();
     let running = match server::start(&cfg).await {
         Ok(r) => r,
         Err(e) => {
@@ -225,10 +235,21 @@ async fn serve(cfg: Config) -> ExitCode {
     );
     eprint!("{}", switchyard::route::describe_text(&cfg, &routes));
     eprintln!("point an OpenAI SDK at http://{}/v1", running.data_addr);
-    server::shutdown_signal().await;
-    eprintln!("switchyard: shutting down, draining in-flight requests");
-    running.shutdown(server::DRAIN_GRACE).await;
-    ExitCode::SUCCESS
+    if let Some(path) = path {
+        // Hot reload: a bad version is refused and the running one keeps serving.
+        if let Err(e) = running.watch_config(path, overrides) {
+            eprintln!("switchyard: {e}; config changes need a restart");
+        }
+    }
+    let _ = signals.recv().await;
+    eprintln!("switchyard: shutting down, draining in-flight requests (a second signal quits now)");
+    tokio::select! {
+        _ = running.shutdown(server::DRAIN_GRACE) => ExitCode::SUCCESS,
+        _ = signals.recv() => {
+            eprintln!("switchyard: second signal, quitting without draining");
+            ExitCode::from(130)
+        }
+    }
 }
 
 async fn run_inject(args: InjectArgs) -> ExitCode {
