@@ -320,8 +320,17 @@ fn add_reply_headers(
     }
 }
 
+/// A reply kept in an upstream's bytes, decoded for a caller of another format.
+fn decode_raw(r: &ir::RawReply) -> Result<ir::ChatReply, Error> {
+    match r.format {
+        Format::Anthropic => wire::anthropic::decode_reply(&r.body),
+        Format::Gemini => wire::gemini::decode_reply(&r.body, &r.model),
+        _ => wire::openai::decode_chat_reply(&r.body),
+    }
+}
+
 /// A JSON response.
-pub fn json_response(status: StatusCode, body: Vec<u8>) -> http::Response<Body> {
+pub fn json_response(status: StatusCode, body: impl Into<Bytes>) -> http::Response<Body> {
     let mut resp = http::Response::new(full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(

@@ -269,8 +269,9 @@ fn golden_multi_turn_tool_use() {
     let mut cross = req.clone();
     cross.source = Format::OpenAi;
     let out = parse(&encode_request(&cross, "claude-upstream", 1).unwrap());
-    let want =
-        include_str!("../../../tests/golden/anthropic/request_tool_use.to_anthropic_from_openai.json");
+    let want = include_str!(
+        "../../../tests/golden/anthropic/request_tool_use.to_anthropic_from_openai.json"
+    );
     assert_eq!(out, parse(want.as_bytes()));
 }
 
