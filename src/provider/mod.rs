@@ -58,6 +58,9 @@ struct Http {
     base_url: String,
     /// Auth and configured headers; values marked sensitive so no debug output shows them.
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// The key and configured header values, scrubbed from every upstream error message: an
+    /// upstream (or a proxy before it) may echo the request's credentials back.
+    secrets: Arc<[String]>,
     client: client::HttpClient,
     timeouts: Timeouts,
     api_version: Option<String>,
@@ -109,6 +112,21 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
             (0..=rest.len()).any(|i| rest.is_char_boundary(i) && glob_match(tail, &rest[i..]))
         }
     }
+}
+
+/// Replaces every occurrence of a secret in the caller-visible parts of an error.
+fn redact(secrets: &[String], mut e: Error) -> Error {
+    for secret in secrets {
+        for text in [Some(&mut e.message), e.param.as_mut(), e.code.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if text.contains(secret.as_str()) {
+                *text = text.replace(secret.as_str(), "[redacted]");
+            }
+        }
+    }
+    e
 }
 
 fn secs(v: f64) -> Duration {
@@ -169,6 +187,12 @@ impl Provider {
         if cfg.kind == ProviderKind::Anthropic {
             headers.push(header("anthropic-version", "2023-06-01")?);
         }
+        let secrets: Arc<[String]> = key
+            .into_iter()
+            .chain(cfg.headers.values().map(|v| v.expose()))
+            .filter(|s| s.len() >= 8)
+            .map(str::to_owned)
+            .collect();
         for (k, v) in &cfg.headers {
             // A configured header replaces a default one of the same name.
             let (n, v) = header(k, v.expose())?;
@@ -183,6 +207,7 @@ impl Provider {
             adapter: Adapter::Http(Box::new(Http {
                 base_url,
                 headers,
+                secrets,
                 client: client::build(secs(cfg.connect_timeout_secs))?,
                 timeouts: Timeouts {
                     first_byte: secs(cfg.first_byte_timeout_secs),
@@ -241,7 +266,10 @@ impl Provider {
         let started = Instant::now();
         let body = match &self.adapter {
             Adapter::Mock(m) => m.call(&attempt.request.op, &attempt.model).await,
-            Adapter::Http(h) => self.call_http(h, &attempt).await,
+            Adapter::Http(h) => self
+                .call_http(h, &attempt)
+                .await
+                .map_err(|e| redact(&h.secrets, e)),
         }
         .map_err(|e| e.with_provider(self.name.clone()))?;
         let mut reply = Reply::local(body);
@@ -328,7 +356,10 @@ impl Provider {
                 Ok(Some(Err(e))) => return Err(e),
                 Ok(Some(Ok(ev))) => ev,
             };
-            let rest = futures_util::stream::once(async move { Ok(first) }).chain(events);
+            let secrets = h.secrets.clone();
+            let rest = futures_util::stream::once(async move { Ok(first) })
+                .chain(events)
+                .map(move |r| r.map_err(|e| redact(&secrets, e)));
             return Ok(ReplyBody::Stream(Box::pin(rest)));
         }
         let left = h.timeouts.total.saturating_sub(started.elapsed());
