@@ -170,6 +170,15 @@ fn resolve_secrets(config: &mut Config, strings: &dyn Strings) -> Result<(), Con
     Ok(())
 }
 
+/// Longest duration any `*_secs` option may name: a year. `Duration::from_secs_f64` panics on
+/// NaN, infinite and huge values, and an `Instant` plus a huge duration overflows.
+const MAX_SECS: f64 = 365.0 * 24.0 * 60.0 * 60.0;
+const SECONDS: &str = "must be a positive number of seconds, at most a year";
+
+fn seconds_ok(v: f64) -> bool {
+    v.is_finite() && v > 0.0 && v <= MAX_SECS
+}
+
 fn validate(config: &Config) -> Result<(), ConfigError> {
     if config.max_body_bytes == 0 {
         return Err(at(0, "max_body_bytes", "must be greater than 0"));
@@ -177,10 +186,10 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
     for (field, v) in [
         ("header_read_timeout_secs", config.header_read_timeout_secs),
         ("body_read_timeout_secs", config.body_read_timeout_secs),
+        ("retry.deadline_secs", config.retry.deadline_secs),
     ] {
-        // `Duration::from_secs_f64` panics on NaN, negative and huge values.
-        if !(v > 0.0 && v <= 86_400.0) {
-            return Err(at(0, field, "must be between 0 and 86400 seconds"));
+        if !seconds_ok(v) {
+            return Err(at(0, field, SECONDS));
         }
     }
     let mut names = HashSet::new();
@@ -263,13 +272,11 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
             ("connect_timeout_secs", p.connect_timeout_secs),
             ("first_byte_timeout_secs", p.first_byte_timeout_secs),
             ("total_timeout_secs", p.total_timeout_secs),
+            ("idle_timeout_secs", p.idle_timeout_secs),
+            ("breaker.cooldown_secs", p.breaker.cooldown_secs),
         ] {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(at(
-                    line,
-                    &field(f),
-                    format!("{v} must be a positive number of seconds"),
-                ));
+            if !seconds_ok(v) {
+                return Err(at(line, &field(f), format!("{v}: {SECONDS}")));
             }
         }
         for h in p.headers.keys() {
