@@ -1,0 +1,28 @@
+//! `POST /v1/chat/completions` bodies: the caller's bytes → IR, then IR → every upstream
+//! format. A decode error must be a 4xx; an encoded request must be JSON.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use switchyard::wire::{anthropic, gemini, openai};
+
+fuzz_target!(|data: &[u8]| {
+    match openai::decode_chat_request(data) {
+        Err(e) => assert!(
+            (400..500).contains(&e.status),
+            "decode error status {}",
+            e.status
+        ),
+        Ok(req) => {
+            let body = openai::encode_chat_request(&req, "m", openai::RequestOptions::default());
+            serde_json::from_slice::<serde_json::Value>(&body).expect("openai request is JSON");
+            if let Ok(body) = anthropic::encode_request(&req, "m", 1024) {
+                serde_json::from_slice::<serde_json::Value>(&body)
+                    .expect("anthropic request is JSON");
+            }
+            if let Ok(body) = gemini::encode_request(&req) {
+                serde_json::from_slice::<serde_json::Value>(&body).expect("gemini request is JSON");
+            }
+            let _ = req.estimate_input_tokens();
+        }
+    }
+});
