@@ -61,7 +61,6 @@ fn load(path: Option<&PathBuf>) -> Result<Config, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    switchyard::telemetry::logs::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -92,7 +91,13 @@ fn main() -> ExitCode {
                 if let Some(a) = admin {
                     cfg.admin = a;
                 }
-                serve(cfg).await
+                // Inside the runtime: trace export runs on it.
+                let traces = switchyard::telemetry::init(&cfg.telemetry);
+                let code = serve(cfg).await;
+                if let Some(t) = traces {
+                    t.shutdown(std::time::Duration::from_secs(5)).await;
+                }
+                code
             }
             Command::Check { config } => match load(Some(&config)) {
                 Ok(cfg) => match stack::routes(&cfg) {
@@ -111,6 +116,7 @@ fn main() -> ExitCode {
                 }
             },
             Command::Mock { port, host } => {
+                switchyard::telemetry::logs::init();
                 let addr = SocketAddr::new(host, port);
                 match server::serve_mock(addr).await {
                     Ok(()) => ExitCode::SUCCESS,

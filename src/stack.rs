@@ -5,10 +5,15 @@
 //! CatchPanic            -                              -
 //! SetRequestId          x-request-id header            -
 //! PropagateRequestId    x-request-id on the response   x-request-id header
+//! ServerSpan            the request's span (current)   traceparent, tracestate headers
 //! Surface (http → ir)   ir::Request{op, meta}          x-request-id header
+//! Usage                 Arc<usage::Tap>                Tap, Reply (served_by, upstream_time,
+//!                                                      GenAiProvider), settlement
 //! Route                 ir::Plan in meta.extensions    op.model
+//! Tap                   route label, team in the Tap   ir::Plan, ir::Principal
 //! Retry (leaf)          ir::Attempt per target         ir::Plan
-//!   per target: Provider adapter (breaker, provider limits and timeouts slot in above it)
+//!   per target: AttemptTelemetry (client span; GenAiProvider in the reply) → Provider adapter
+//!               (breaker, provider limits and timeouts slot in between)
 //! ```
 
 use std::any::Any;
@@ -25,19 +30,32 @@ use tower_http::request_id::{
 };
 
 use crate::config::Config;
+use crate::cost::Prices;
 use crate::ir::{Error, ErrorKind, Format, Target};
+use crate::layer::attempt_telemetry::AttemptTelemetryLayer;
 use crate::layer::retry::Retry;
+use crate::layer::usage::{TapLayer, UsageLayer};
 use crate::provider::Provider;
 use crate::route::{RouteLayer, Routes, SharedRoutes};
 use crate::surface::{self, SurfaceLayer};
+use crate::telemetry::trace::ServerSpanLayer;
 
 /// Builds the stack of one target. Everything that is per (provider, model) — breaker,
 /// provider limits, timeouts — is composed here, innermost last.
 fn make_target(provider: &Arc<Provider>, model: &str) -> Target {
+    let model: Arc<str> = Arc::from(model);
+    let service = ServiceBuilder::new()
+        // Outermost: every attempt is counted and spanned, whatever the layers below decide.
+        .layer(AttemptTelemetryLayer::new(
+            provider.name.clone(),
+            provider.kind,
+            model.clone(),
+        ))
+        .service(provider.service());
     Target {
         provider: provider.name.clone(),
-        model: Arc::from(model),
-        service: BoxCloneSyncService::new(provider.service()),
+        model,
+        service: BoxCloneSyncService::new(service),
     }
 }
 
@@ -140,10 +158,21 @@ pub fn build(
         .layer(SetRequestIdLayer::x_request_id(MakeId::new()))
         // ...and the caller sees it on the response.
         .layer(PropagateRequestIdLayer::x_request_id())
+        // One span per request, continuing the caller's trace; above the surface so it
+        // covers decoding and encoding.
+        .layer(ServerSpanLayer)
         // Bytes become IR here, once; replies and errors go back in the caller's format.
         .layer(SurfaceLayer::new(config.max_body_bytes))
+        // Right below the surface: every decoded request is counted once when it settles,
+        // rejections by any later layer included.
+        .layer(UsageLayer::new(
+            Arc::new(Prices::builtin()),
+            config.telemetry.log_content,
+        ))
         // The model name becomes a plan of targets (unknown model: 404 before any work).
         .layer(RouteLayer::new(routes.clone(), Arc::new(make_target)))
+        // Just above retry: tells the usage layer the route and principal once all are known.
+        .layer(TapLayer::new(routes.clone()))
         // Attempts over the plan's targets, each through its own per-target stack.
         .service(Retry::new());
     Ok(Stack { service, routes })

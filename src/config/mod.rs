@@ -32,6 +32,36 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     /// Public model routes.
     pub models: Vec<ModelConfig>,
+    /// Traces and request logs.
+    pub telemetry: TelemetryConfig,
+}
+
+/// Traces and request logs. Trace export is off unless an endpoint is set here or in the
+/// standard `OTEL_EXPORTER_OTLP_ENDPOINT` variable; these fields win over the variables.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP collector endpoint for traces (`http://collector:4318` for HTTP,
+    /// `http://collector:4317` for gRPC).
+    pub otlp_endpoint: Option<String>,
+    /// `grpc` or `http/protobuf` (default: `OTEL_EXPORTER_OTLP_PROTOCOL`, else `http/protobuf`).
+    pub otlp_protocol: Option<OtlpProtocol>,
+    /// `service.name` of the spans (default: `OTEL_SERVICE_NAME`, else `switchyard`).
+    pub service_name: Option<String>,
+    /// Whether request log lines include prompts and completions. Off: they may hold
+    /// personal data. Keys and credentials are never logged either way.
+    pub log_content: bool,
+}
+
+/// The OTLP transports switchyard speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC.
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies.
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
 }
 
 impl Default for Config {
@@ -43,6 +73,7 @@ impl Default for Config {
             mock: None,
             providers: Vec::new(),
             models: Vec::new(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }

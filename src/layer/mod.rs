@@ -1,4 +1,6 @@
 //! Tower middleware, one concern per file. Layers speak IR only: they never import a caller
 //! surface or a provider module. `stack.rs` orders them.
 
+pub mod attempt_telemetry;
 pub mod retry;
+pub mod usage;
