@@ -9,16 +9,18 @@
 //! Surface (http → ir)   ir::Request{op, meta}          x-request-id header
 //! Usage                 Arc<usage::Tap>                Tap, Reply (served_by, upstream_time,
 //!                                                      GenAiProvider), settlement
-//! Route                 ir::Plan in meta.extensions    op.model
+//! Route                 ir::Plan in meta.extensions    op.model, ir::RequiredTags
+//! Balance               reorders ir::Plan              ir::Plan, TargetStats
 //! Tap                   route label, team in the Tap   ir::Plan, ir::Principal
 //! Retry (leaf)          ir::Attempt per target         ir::Plan
-//!   per target: AttemptTelemetry (client span; GenAiProvider in the reply) → Provider adapter
-//!               (breaker, provider limits and timeouts slot in between)
+//!   per target: AttemptTelemetry (client span, attempt metrics, circuit gauge from
+//!               TargetStats; GenAiProvider in the reply) → Breaker (publishes TargetStats)
+//!               → Provider adapter
 //! ```
 
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use http::{HeaderValue, StatusCode};
@@ -31,32 +33,51 @@ use tower_http::request_id::{
 
 use crate::config::Config;
 use crate::cost::Prices;
-use crate::ir::{Error, ErrorKind, Format, Target};
+use crate::ir::{Error, ErrorKind, Format, Target, TargetStats};
 use crate::layer::attempt_telemetry::AttemptTelemetryLayer;
+use crate::layer::balance::BalanceLayer;
+use crate::layer::breaker::BreakerLayer;
 use crate::layer::retry::Retry;
 use crate::layer::usage::{TapLayer, UsageLayer};
 use crate::provider::Provider;
-use crate::route::{RouteLayer, Routes, SharedRoutes};
+use crate::route::{Control, RouteLayer, Routes, SharedRoutes};
 use crate::surface::{self, SurfaceLayer};
 use crate::telemetry::trace::ServerSpanLayer;
 
 /// Builds the stack of one target. Everything that is per (provider, model) — breaker,
 /// provider limits, timeouts — is composed here, innermost last.
 fn make_target(provider: &Arc<Provider>, model: &str) -> Target {
-    let model: Arc<str> = Arc::from(model);
+    let stats = Arc::new(TargetStats::default());
+    let name: Arc<str> = Arc::from(format!("{}/{model}", provider.name));
     let service = ServiceBuilder::new()
-        // Outermost: every attempt is counted and spanned, whatever the layers below decide.
+        // Outermost: every attempt is counted and spanned, a breaker refusal included.
         .layer(AttemptTelemetryLayer::new(
             provider.name.clone(),
             provider.kind,
-            model.clone(),
+            Arc::from(model),
+            stats.clone(),
+        ))
+        // Open circuits fail readiness at once, so retry skips the target without waiting.
+        .layer(BreakerLayer::new(
+            provider.breaker.clone(),
+            stats.clone(),
+            name,
         ))
         .service(provider.service());
     Target {
         provider: provider.name.clone(),
-        model,
+        model: Arc::from(model),
         service: BoxCloneSyncService::new(service),
+        weight: 1,
+        tags: Arc::from([]),
+        price: prices().lookup(model).map(|p| (p.input + p.output) / 2.0),
+        stats,
     }
+}
+
+fn prices() -> &'static Prices {
+    static PRICES: OnceLock<Prices> = OnceLock::new();
+    PRICES.get_or_init(Prices::builtin)
 }
 
 /// The providers a config asks for, the built-in mock included when enabled.
@@ -72,9 +93,15 @@ pub fn providers(config: &Config) -> Result<Vec<Arc<Provider>>, Error> {
     Ok(out)
 }
 
-/// Builds the routing table of a config generation.
-pub fn routes(config: &Config) -> Result<Routes, Error> {
-    Ok(Routes::build(config, providers(config)?, &make_target))
+/// Builds the routing table of a config generation; operator overrides in `control` carry
+/// over from the previous one.
+pub fn routes(config: &Config, control: Arc<Control>) -> Result<Routes, Error> {
+    Ok(Routes::build(
+        config,
+        providers(config)?,
+        &make_target,
+        control,
+    ))
 }
 
 /// Request ids: a per-process random prefix and a counter — unique, cheap, and sortable
@@ -130,6 +157,7 @@ pub struct Stack<S> {
 #[allow(clippy::type_complexity)]
 pub fn build(
     config: &Config,
+    control: Arc<Control>,
 ) -> Result<
     Stack<
         impl tower::Service<
@@ -149,7 +177,7 @@ pub fn build(
     >,
     Error,
 > {
-    let routes: SharedRoutes = Arc::new(ArcSwap::from_pointee(routes(config)?));
+    let routes: SharedRoutes = Arc::new(ArcSwap::from_pointee(routes(config, control)?));
     let service = ServiceBuilder::new()
         // A bug in one request answers 500 in the caller's format instead of killing the
         // connection (and every stream multiplexed on it).
@@ -166,14 +194,16 @@ pub fn build(
         // Right below the surface: every decoded request is counted once when it settles,
         // rejections by any later layer included.
         .layer(UsageLayer::new(
-            Arc::new(Prices::builtin()),
+            Arc::new(prices().clone()),
             config.telemetry.log_content,
         ))
         // The model name becomes a plan of targets (unknown model: 404 before any work).
         .layer(RouteLayer::new(routes.clone(), Arc::new(make_target)))
+        // The plan is put in the route's strategy order, unavailable targets left out.
+        .layer(BalanceLayer)
         // Just above retry: tells the usage layer the route and principal once all are known.
         .layer(TapLayer::new(routes.clone()))
         // Attempts over the plan's targets, each through its own per-target stack.
-        .service(Retry::new());
+        .service(Retry::new(config.retry.clone()));
     Ok(Stack { service, routes })
 }

@@ -127,9 +127,8 @@ async fn a_scrape_after_traffic_is_valid_and_has_every_dashboard_metric() {
     assert_eq!(status, 200);
     assert_eq!(chat(data, "no-such-model", false).await.0, 404);
 
-    // Stand-ins for the layers that set these (breaker, budget, rate limit, config watch)
-    // until they are on this branch: the metrics must exist and render.
-    metrics::set_circuit_state("flaky", metrics::CircuitState::Open);
+    // Stand-ins for the layers that set these (budget, rate limit, config watch) until they
+    // are on this branch: the metrics must exist and render.
     metrics::set_budget_remaining(metrics::BudgetScope::Team, "default", 12.5);
     metrics::ratelimit_rejected("default");
     metrics::config_reloaded(true);
@@ -171,6 +170,7 @@ async fn a_scrape_after_traffic_is_valid_and_has_every_dashboard_metric() {
     );
     has("switchyard_overhead_seconds_bucket{le=\"0.00005\"}");
     has("switchyard_inflight 0");
+    has(r#"switchyard_circuit_state{model="echo",provider="flaky"}"#);
     assert!(
         !scrape.contains("no-such-model"),
         "a model name a caller typed is never a label value"

@@ -17,7 +17,7 @@ use tracing::{Instrument, Span};
 
 use super::usage::{finish_str, watch, GenAiProvider};
 use crate::config::ProviderKind;
-use crate::ir::{Attempt, Error, Reply, ReplyBody, Settlement};
+use crate::ir::{Attempt, Error, Reply, ReplyBody, Settlement, TargetStats};
 use crate::telemetry::metrics::AttemptSeries;
 use crate::telemetry::trace;
 
@@ -27,15 +27,25 @@ pub struct AttemptTelemetryLayer {
     gen_ai: Arc<str>,
     model: Arc<str>,
     series: AttemptSeries,
+    stats: Arc<TargetStats>,
 }
 
 impl AttemptTelemetryLayer {
-    /// The layer of the target (`provider`, of `kind`) and upstream `model`.
-    pub fn new(provider: Arc<str>, kind: ProviderKind, model: Arc<str>) -> Self {
+    /// The layer of the target (`provider`, of `kind`) and upstream `model`, whose breaker
+    /// publishes into `stats`.
+    pub fn new(
+        provider: Arc<str>,
+        kind: ProviderKind,
+        model: Arc<str>,
+        stats: Arc<TargetStats>,
+    ) -> Self {
+        let series = AttemptSeries::new(provider.clone(), &model);
+        series.circuit(stats.circuit());
         Self {
             gen_ai: Arc::from(trace::gen_ai_provider(kind, &provider)),
             model,
-            series: AttemptSeries::new(provider),
+            series,
+            stats,
         }
     }
 }
@@ -66,7 +76,11 @@ where
     type Future = AttemptFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.inner.poll_ready(cx)
+        let ready = self.inner.poll_ready(cx);
+        if let Poll::Ready(Err(_)) = &ready {
+            self.layer.series.circuit(self.layer.stats.circuit());
+        }
+        ready
     }
 
     fn call(&mut self, attempt: Attempt) -> Self::Future {

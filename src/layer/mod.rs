@@ -2,5 +2,7 @@
 //! surface or a provider module. `stack.rs` orders them.
 
 pub mod attempt_telemetry;
+pub mod balance;
+pub mod breaker;
 pub mod retry;
 pub mod usage;

@@ -627,7 +627,7 @@ mod tests {
     fn routes() -> SharedRoutes {
         let config = Config::default();
         Arc::new(ArcSwap::from_pointee(
-            crate::stack::routes(&config).unwrap(),
+            crate::stack::routes(&config, Default::default()).unwrap(),
         ))
     }
 
@@ -703,6 +703,11 @@ mod tests {
         req.meta.extensions.insert(Plan {
             route: Arc::from("mock/some-model-a-caller-made-up"),
             targets: Vec::new().into(),
+            strategy: Default::default(),
+            max_attempts: 1,
+            hedge_after: None,
+            degrade: None,
+            latency: Default::default(),
         });
         let mut svc = TapLayer::new(routes()).layer(tower::service_fn(|_: Request| async {
             Ok::<_, Error>(Reply::local(ReplyBody::TokenCount(0)))

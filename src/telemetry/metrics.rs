@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use arc_swap::ArcSwap;
+
+use crate::ir::CircuitState;
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -120,9 +122,9 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         circuit: IntGaugeVec::new(
             Opts::new(
                 "switchyard_circuit_state",
-                "Circuit breaker state per provider: 0 closed, 1 half-open, 2 open.",
+                "Circuit breaker state per target: 0 closed, 1 half-open, 2 open.",
             ),
-            &["provider"],
+            &["provider", "model"],
         )
         .expect("static metric definition"),
         ratelimit: counter(
@@ -340,10 +342,11 @@ pub fn ratelimit_rejected(team: &str) {
     METRICS.ratelimit.with_label_values(&[team]).inc();
 }
 
-/// The handles of one provider's attempts, resolved once per target stack.
+/// The handles of one target's attempts, resolved once per target stack.
 #[derive(Clone)]
 pub struct AttemptSeries {
     provider: Arc<str>,
+    circuit: IntGauge,
     /// `switchyard_upstream_attempts_total{outcome="ok"}`.
     pub ok: IntCounter,
     /// `switchyard_upstream_attempt_duration_seconds`.
@@ -351,14 +354,20 @@ pub struct AttemptSeries {
 }
 
 impl AttemptSeries {
-    /// Resolves the handles of `provider`.
-    pub fn new(provider: Arc<str>) -> Self {
+    /// Resolves the handles of the target (`provider`, upstream `model`).
+    pub fn new(provider: Arc<str>, model: &str) -> Self {
         let m = &*METRICS;
         Self {
+            circuit: m.circuit.with_label_values(&[&*provider, model]),
             ok: m.attempts.with_label_values(&[&*provider, "ok"]),
             duration: m.attempt_duration.with_label_values(&[&*provider]),
             provider,
         }
+    }
+
+    /// Publishes the target's circuit state.
+    pub fn circuit(&self, state: CircuitState) {
+        self.circuit.set(circuit_value(state));
     }
 
     /// The provider label.
@@ -375,23 +384,23 @@ impl AttemptSeries {
     }
 }
 
-/// Circuit breaker states, as exported by `switchyard_circuit_state`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CircuitState {
-    /// Traffic flows.
-    Closed = 0,
-    /// Probing.
-    HalfOpen = 1,
-    /// Traffic refused.
-    Open = 2,
+/// The gauge value of a circuit state: ordered by severity, so `max by (provider)` shows the
+/// worst target of a provider.
+fn circuit_value(state: CircuitState) -> i64 {
+    match state {
+        CircuitState::Closed => 0,
+        CircuitState::HalfOpen => 1,
+        CircuitState::Open => 2,
+    }
 }
 
-/// Sets a provider's circuit state (called by the breaker on every transition).
-pub fn set_circuit_state(provider: &str, state: CircuitState) {
+/// Sets a target's circuit state. The per-attempt layer publishes the breaker's state after
+/// every attempt; a breaker may also call this on each transition.
+pub fn set_circuit_state(provider: &str, model: &str, state: CircuitState) {
     METRICS
         .circuit
-        .with_label_values(&[provider])
-        .set(state as i64);
+        .with_label_values(&[provider, model])
+        .set(circuit_value(state));
 }
 
 /// Budget scopes, as exported by `switchyard_budget_remaining_usd{scope}`.
