@@ -19,7 +19,7 @@ use super::usage::{finish_str, watch, GenAiProvider};
 use crate::config::ProviderKind;
 use crate::ir::{Attempt, Error, Reply, ReplyBody, Settlement, TargetStats};
 use crate::telemetry::metrics::AttemptSeries;
-use crate::telemetry::trace;
+use crate::telemetry::trace::{self, int};
 
 /// Telemetry of the attempts to one target.
 #[derive(Clone)]
@@ -92,7 +92,7 @@ where
             otel.status_code = tracing::field::Empty,
             error.type = tracing::field::Empty,
             switchyard.provider = tracing::field::Empty,
-            switchyard.attempt = attempt.number,
+            switchyard.attempt = i64::from(attempt.number),
             gen_ai.operation.name = tracing::field::Empty,
             gen_ai.provider.name = tracing::field::Empty,
             gen_ai.request.model = tracing::field::Empty,
@@ -174,8 +174,8 @@ fn annotate(mut reply: Reply, span: Span) -> Reply {
         ReplyBody::Chat(c) => {
             span.record("gen_ai.response.model", c.model.as_str());
             if let Some(u) = c.usage {
-                span.record("gen_ai.usage.input_tokens", u.input_tokens);
-                span.record("gen_ai.usage.output_tokens", u.output_tokens);
+                span.record("gen_ai.usage.input_tokens", int(u.input_tokens));
+                span.record("gen_ai.usage.output_tokens", int(u.output_tokens));
             }
             let finish: Vec<&'static str> = c
                 .choices
@@ -188,7 +188,7 @@ fn annotate(mut reply: Reply, span: Span) -> Reply {
         ReplyBody::Embeddings(e) => {
             span.record("gen_ai.response.model", e.model.as_str());
             if let Some(u) = e.usage {
-                span.record("gen_ai.usage.input_tokens", u.input_tokens);
+                span.record("gen_ai.usage.input_tokens", int(u.input_tokens));
             }
             reply
         }
@@ -198,8 +198,8 @@ fn annotate(mut reply: Reply, span: Span) -> Reply {
             *s = watched;
             reply.on_settle(move |st: &Settlement| {
                 if let Some(u) = st.usage {
-                    span.record("gen_ai.usage.input_tokens", u.input_tokens);
-                    span.record("gen_ai.usage.output_tokens", u.output_tokens);
+                    span.record("gen_ai.usage.input_tokens", int(u.input_tokens));
+                    span.record("gen_ai.usage.output_tokens", int(u.output_tokens));
                 }
                 if let Ok(seen) = seen.lock() {
                     if let Some(m) = &seen.model {

@@ -26,7 +26,7 @@ use crate::ir::{
 use crate::route::SharedRoutes;
 use crate::telemetry::logs::ACCESS;
 use crate::telemetry::metrics::{self, SeriesKey};
-use crate::telemetry::trace;
+use crate::telemetry::trace::{self, int};
 
 static UNKNOWN: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(metrics::UNKNOWN));
 static NONE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(metrics::NONE));
@@ -166,8 +166,9 @@ where
             let model = req.op.model().unwrap_or_default();
             span.record("gen_ai.operation.name", op);
             span.record("gen_ai.request.model", model);
-            span.record(
-                "otel.name",
+            // GenAI convention: `{operation} {request model}`.
+            trace::set_name(
+                &span,
                 if model.is_empty() {
                     op.to_owned()
                 } else {
@@ -549,8 +550,8 @@ impl Recorder {
             return;
         }
         span.record("switchyard.route", &*key.route);
-        span.record("switchyard.attempts", o.attempts);
-        span.record("http.response.status_code", o.status);
+        span.record("switchyard.attempts", i64::from(o.attempts));
+        span.record("http.response.status_code", i64::from(o.status));
         if let Some(p) = &o.gen_ai_provider {
             span.record("gen_ai.provider.name", &**p);
         }
@@ -558,8 +559,8 @@ impl Recorder {
             span.record("gen_ai.response.model", m);
         }
         if let Some(u) = &o.usage {
-            span.record("gen_ai.usage.input_tokens", u.input_tokens);
-            span.record("gen_ai.usage.output_tokens", u.output_tokens);
+            span.record("gen_ai.usage.input_tokens", int(u.input_tokens));
+            span.record("gen_ai.usage.output_tokens", int(u.output_tokens));
         }
         trace::set_finish_reasons(span, o.finish);
         if let Some(kind) = o.error {

@@ -214,6 +214,20 @@ pub fn gen_ai_provider(kind: crate::config::ProviderKind, name: &str) -> String 
     }
 }
 
+/// A token count as a span attribute: `tracing-opentelemetry` exports `u64` fields as strings,
+/// `i64` as integers.
+pub fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Renames a span that may have started already (`otel.name` only applies before the start).
+pub fn set_name(span: &Span, name: String) {
+    use opentelemetry::trace::TraceContextExt as _;
+    if !span.is_disabled() {
+        span.context().span().update_name(name);
+    }
+}
+
 /// Sets `gen_ai.response.finish_reasons` (a string array, which `tracing` fields cannot carry).
 pub fn set_finish_reasons(span: &Span, reasons: &[&'static str]) {
     if reasons.is_empty() || span.is_disabled() {
