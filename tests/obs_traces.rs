@@ -287,6 +287,7 @@ async fn spans_across_a_fallback(protocol: &str) {
         &[
             ("traceparent", &traceparent),
             ("x-request-id", "req-trace-1"),
+            ("authorization", "Bearer sk-caller-secret-7f3a"),
         ],
     )
     .await;
@@ -428,6 +429,14 @@ async fn spans_across_a_fallback(protocol: &str) {
             assert_eq!(v["trace_id"], TRACE);
             assert_eq!(v["attempts"], 2);
             assert_eq!(v["route"], "chat");
+            assert!(
+                !log.contains("sk-caller-secret"),
+                "a key in the log:\n{log}"
+            );
+            assert!(
+                !log.contains("hello there"),
+                "prompts are logged only when telemetry.log_content is on:\n{log}"
+            );
             break;
         }
         assert!(

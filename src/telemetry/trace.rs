@@ -309,3 +309,86 @@ where
         self.inner.call(req).instrument(span)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(cfg: &TelemetryConfig, env: &[(&str, &str)]) -> Option<Settings> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::resolve(cfg, &|k| {
+            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn off_unless_an_endpoint_is_set() {
+        assert_eq!(resolve(&TelemetryConfig::default(), &[]), None);
+        assert_eq!(
+            resolve(
+                &TelemetryConfig::default(),
+                &[
+                    ("OTEL_SERVICE_NAME", "x"),
+                    ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+                ]
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn the_standard_variables_turn_it_on() {
+        let s = resolve(
+            &TelemetryConfig::default(),
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                ("OTEL_SERVICE_NAME", "sidecar"),
+            ],
+        )
+        .unwrap();
+        // The exporter reads the endpoint variable itself (adding /v1/traces for HTTP).
+        assert_eq!(s.endpoint, None);
+        assert_eq!(s.protocol, Protocol::Grpc);
+        assert_eq!(s.service_name, "sidecar");
+        assert!(resolve(
+            &TelemetryConfig::default(),
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                ("OTEL_SDK_DISABLED", "true")
+            ]
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn config_wins_over_the_environment() {
+        let cfg = TelemetryConfig {
+            otlp_endpoint: Some("http://collector:4318".into()),
+            otlp_protocol: Some(OtlpProtocol::HttpProtobuf),
+            service_name: Some("from-config".into()),
+            log_content: false,
+        };
+        let s = resolve(
+            &cfg,
+            &[
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                ("OTEL_SERVICE_NAME", "from-env"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.endpoint.as_deref(), Some("http://collector:4318"));
+        assert_eq!(s.protocol, Protocol::HttpProtobuf);
+        assert_eq!(s.service_name, "from-config");
+    }
+
+    #[test]
+    fn without_tracing_nothing_is_injected() {
+        let mut h = http::HeaderMap::new();
+        inject(&mut h);
+        assert!(h.is_empty());
+    }
+}
