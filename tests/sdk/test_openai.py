@@ -455,16 +455,8 @@ def test_models_list(client: openai.OpenAI, target: Target) -> None:
     assert all(m.owned_by for m in models)
 
 
-MODEL_ID_NOT_DECODED = (
-    "BUG: GET /v1/models/{id} matches the raw, percent-encoded path segment: the SDK sends "
-    "`mock/echo` as /v1/models/mock%2Fecho and switchyard answers 404 \"The model "
-    "'mock%2Fecho' does not exist\" (src/surface/mod.rs endpoint() does not percent-decode)"
-)
-
-
-def test_models_retrieve(client: openai.OpenAI, target: Target, request: pytest.FixtureRequest) -> None:
-    if "/" in target.chat:
-        request.applymarker(pytest.mark.xfail(strict=True, raises=openai.NotFoundError, reason=MODEL_ID_NOT_DECODED))
+def test_models_retrieve(client: openai.OpenAI, target: Target) -> None:
+    # Ids with a `/` (mock/echo) arrive percent-encoded (mock%2Fecho): switchyard decodes them.
     m = client.models.retrieve(target.chat)
     assert m.id == target.chat
     assert m.object == "model"
