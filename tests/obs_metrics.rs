@@ -127,11 +127,10 @@ async fn a_scrape_after_traffic_is_valid_and_has_every_dashboard_metric() {
     assert_eq!(status, 200);
     assert_eq!(chat(data, "no-such-model", false).await.0, 404);
 
-    // Stand-ins for the layers that set these (budget, rate limit, config watch) until they
-    // are on this branch: the metrics must exist and render.
+    // Stand-ins for the layers that set these (budget, rate limit) until they are on this
+    // branch: the metrics must exist and render.
     metrics::set_budget_remaining(metrics::BudgetScope::Team, "default", 12.5);
     metrics::ratelimit_rejected("default");
-    metrics::config_reloaded(true);
 
     let (status, headers, scrape) = send(running.admin_addr, "GET", "/metrics", "", &[]).await;
     assert_eq!(status, 200);

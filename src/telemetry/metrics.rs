@@ -190,8 +190,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     for reason in ["queue_full", "export_failed"] {
         m.spans_dropped.with_label_values(&[reason]);
     }
-    for result in ["success", "rolled_back"] {
-        m.reloads.with_label_values(&[result]);
+    for result in [ReloadResult::Success, ReloadResult::RolledBack] {
+        m.reloads.with_label_values(&[result.as_str()]);
     }
     m
 });
@@ -421,11 +421,34 @@ pub fn set_budget_remaining(scope: BudgetScope, name: &str, usd: f64) {
     METRICS.budget.with_label_values(&[scope, name]).set(usd);
 }
 
-/// Counts a config reload: `true` when the new config was applied, `false` when it was
-/// rejected and the old one kept (`rolled_back`).
-pub fn config_reloaded(applied: bool) {
-    let result = if applied { "success" } else { "rolled_back" };
-    METRICS.reloads.with_label_values(&[result]).inc();
+/// The outcome of a config reload, the `result` label of `switchyard_config_reload_total`
+/// (vector's convention).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// The new config was loaded and its routing table swapped in.
+    Success,
+    /// The new config was refused; the old one keeps serving.
+    RolledBack,
+}
+
+impl ReloadResult {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Success => "success",
+            ReloadResult::RolledBack => "rolled_back",
+        }
+    }
+}
+
+/// `switchyard_config_reload_total{result}` (both series exist from the start, at 0).
+pub fn config_reloads() -> &'static IntCounterVec {
+    &METRICS.reloads
+}
+
+/// Counts one config reload attempt by outcome.
+pub fn config_reload(result: ReloadResult) {
+    METRICS.reloads.with_label_values(&[result.as_str()]).inc();
 }
 
 /// Counts trace spans that were not exported.

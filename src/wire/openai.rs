@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{json, Map, Value};
 
 use crate::ir::{
-    ChatReply, ChatRequest, Choice, Embedding, EmbeddingsReply, EmbeddingsRequest, Error,
+    self, ChatReply, ChatRequest, Choice, Embedding, EmbeddingsReply, EmbeddingsRequest, Error,
     ErrorKind, FinishReason, Format, Image, Message, ModelInfo, Part, ResponseFormat, Role,
     StreamEvent, Tool, ToolCall, ToolChoice, Usage,
 };
@@ -873,6 +873,41 @@ fn finish_reason_str(r: &FinishReason) -> &str {
         FinishReason::ContentFilter => "content_filter",
         FinishReason::Other(s) => s,
     }
+}
+
+#[derive(Deserialize)]
+struct ReplySummaryWire {
+    #[serde(default)]
+    model: String,
+    choices: Vec<ChoiceSummaryWire>,
+    #[serde(default)]
+    usage: Option<UsageWire>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceSummaryWire {
+    #[serde(default)]
+    finish_reason: Option<String>,
+    #[allow(dead_code)]
+    message: serde::de::IgnoredAny,
+}
+
+/// Keeps an upstream reply in its own bytes for a caller of the same format, reading only
+/// what accounting needs (usage, model, finish reasons) and checking that it is a reply.
+pub fn summarise_chat_reply(body: bytes::Bytes) -> Result<ir::RawReply, Error> {
+    let w: ReplySummaryWire =
+        serde_json::from_slice(&body).map_err(|e| protocol_error("chat completion", e))?;
+    Ok(ir::RawReply {
+        format: Format::OpenAi,
+        usage: w.usage.map(Usage::from),
+        model: w.model,
+        finish_reasons: w
+            .choices
+            .iter()
+            .filter_map(|c| c.finish_reason.as_deref().map(decode_finish_reason))
+            .collect(),
+        body,
+    })
 }
 
 /// Decodes a non-streamed Chat Completions reply from an upstream.
