@@ -508,7 +508,8 @@ impl Admin {
                     return Some(json(StatusCode::NOT_FOUND, serde_json::json!({"error": "no mock provider"})));
                 };
                 if m == Method::GET {
-                    return Some(json(StatusCode::OK, serde_json::json!(mock.faults())));
+                    let body = serde_json::json!({"faults": mock.faults(), "calls": mock.calls()});
+                    return Some(json(StatusCode::OK, body));
                 }
                 let faults = if m == Method::DELETE {
                     Ok(crate::provider::mock::Faults::default())
