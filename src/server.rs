@@ -94,6 +94,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let admin_state = Arc::new(Admin {
         ready: ready.clone(),
         routes: stack.routes.clone(),
+        spend: stack.spend.clone(),
     });
     let data_task = tokio::spawn(accept_loop(
         data,
@@ -103,7 +104,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     ));
     let admin_svc = tower::service_fn(move |req: http::Request<Incoming>| {
         let admin = admin_state.clone();
-        async move { Ok::<_, Infallible>(admin.handle(&req)) }
+        async move {
+            if req.method() == Method::GET && req.uri().path() == "/spend" {
+                return Ok::<_, Infallible>(admin.spend().await);
+            }
+            Ok::<_, Infallible>(admin.handle(&req))
+        }
     });
     let mut admin_stopped = stopped.clone();
     let ready_flag = ready.clone();
@@ -182,9 +188,21 @@ async fn accept_loop<S, B>(
 struct Admin {
     ready: Arc<AtomicBool>,
     routes: SharedRoutes,
+    spend: crate::layer::budget::SpendReport,
 }
 
 impl Admin {
+    /// `GET /spend`: spend and remaining budget per key and team (JSON).
+    async fn spend(&self) -> http::Response<Full<Bytes>> {
+        let body = self.spend.json().await.to_string();
+        let mut r = http::Response::new(Full::new(Bytes::from(body)));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        r
+    }
+
     fn handle(&self, req: &http::Request<Incoming>) -> http::Response<Full<Bytes>> {
         let text = |status: StatusCode, body: String, ct: &'static str| {
             let mut r = http::Response::new(Full::new(Bytes::from(body)));

@@ -5,13 +5,22 @@
 //! CatchPanic            -                              -
 //! SetRequestId          x-request-id header            -
 //! PropagateRequestId    x-request-id on the response   x-request-id header
-//! Surface (http → ir)   ir::Request{op, meta}          x-request-id header
+//! Surface (http → ir)   ir::Request{op, meta},         x-request-id header,
+//!                       ir::CallerKey                  ResponseHeaders, Error.headers
+//! Auth                  ir::Principal, Arc<KeyPolicy>  ir::CallerKey, op.model
+//! RateLimit             ResponseHeaders (x-ratelimit)  Principal (key rpm/tpm)
+//! Budget                - (spend settles on_settle)    Principal, Arc<KeyPolicy>
 //! Route                 ir::Plan in meta.extensions    op.model
 //! Retry (leaf)          ir::Attempt per target         ir::Plan
-//!   per target: Provider adapter (breaker, provider limits and timeouts slot in above it)
+//!   per target: ProviderLimit (provider rpm/tpm: over it → RateLimited → next target)
+//!               → Provider adapter (breaker and timeouts slot in above the limit)
 //! ```
+//!
+//! Limits and spend live in one [`SharedState`] per stack (memory, or Redis shared by every
+//! replica), created here and handed to the layers that need it.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -25,20 +34,53 @@ use tower_http::request_id::{
 };
 
 use crate::config::Config;
+use crate::cost::Prices;
 use crate::ir::{Error, ErrorKind, Format, Target};
+use crate::layer::auth::{AuthLayer, Keys};
+use crate::layer::budget::{BudgetLayer, SpendReport};
+use crate::layer::ratelimit::{ProviderLimitLayer, RateLimitLayer};
 use crate::layer::retry::Retry;
 use crate::provider::Provider;
-use crate::route::{RouteLayer, Routes, SharedRoutes};
+use crate::route::{RouteLayer, Routes, SharedMakeTarget, SharedRoutes};
+use crate::state::{self, SharedState};
 use crate::surface::{self, SurfaceLayer};
 
 /// Builds the stack of one target. Everything that is per (provider, model) — breaker,
 /// provider limits, timeouts — is composed here, innermost last.
-fn make_target(provider: &Arc<Provider>, model: &str) -> Target {
+fn make_target(provider: &Arc<Provider>, model: &str, limit: &ProviderLimitLayer) -> Target {
+    let service = ServiceBuilder::new()
+        // The provider account's own rpm/tpm: refused here, the attempt moves to the next
+        // target instead of collecting the provider's 429.
+        .layer(limit.clone())
+        .service(provider.service());
     Target {
         provider: provider.name.clone(),
         model: Arc::from(model),
-        service: BoxCloneSyncService::new(provider.service()),
+        service: BoxCloneSyncService::new(service),
     }
+}
+
+/// The target builder of a config generation: one provider-limit cell per provider account,
+/// shared by every target (model) of that provider.
+pub fn target_maker(config: &Config, state: &SharedState) -> SharedMakeTarget {
+    let limits: HashMap<String, ProviderLimitLayer> = config
+        .providers
+        .iter()
+        .map(|p| {
+            let name = p.name.value.clone();
+            let l =
+                ProviderLimitLayer::new(state.clone(), &config.state.prefix, &name, p.rpm, p.tpm);
+            (name, l)
+        })
+        .collect();
+    let none = ProviderLimitLayer::new(state.clone(), "", "", None, None);
+    Arc::new(move |provider: &Arc<Provider>, model: &str| {
+        make_target(
+            provider,
+            model,
+            limits.get(&*provider.name).unwrap_or(&none),
+        )
+    })
 }
 
 /// The providers a config asks for, the built-in mock included when enabled.
@@ -54,9 +96,16 @@ pub fn providers(config: &Config) -> Result<Vec<Arc<Provider>>, Error> {
     Ok(out)
 }
 
-/// Builds the routing table of a config generation.
+/// Builds the routing table of a config generation, provider limits kept in process (for
+/// `switchyard check`; a serving stack uses [`routes_with`] and its own state).
 pub fn routes(config: &Config) -> Result<Routes, Error> {
-    Ok(Routes::build(config, providers(config)?, &make_target))
+    let local: SharedState = Arc::new(state::memory::MemoryState::new());
+    routes_with(config, &target_maker(config, &local))
+}
+
+/// Builds the routing table of a config generation with a given target builder.
+pub fn routes_with(config: &Config, make: &SharedMakeTarget) -> Result<Routes, Error> {
+    Ok(Routes::build(config, providers(config)?, &**make))
 }
 
 /// Request ids: a per-process random prefix and a counter — unique, cheap, and sortable
@@ -106,6 +155,10 @@ pub struct Stack<S> {
     pub service: S,
     /// The routing table, swapped whole on reload.
     pub routes: SharedRoutes,
+    /// Where limits and spend live (reloads rebuild routes with [`target_maker`] over it).
+    pub state: SharedState,
+    /// The admin plane's `/spend` report.
+    pub spend: SpendReport,
 }
 
 /// Builds the data-plane stack for a validated config.
@@ -131,7 +184,12 @@ pub fn build(
     >,
     Error,
 > {
-    let routes: SharedRoutes = Arc::new(ArcSwap::from_pointee(routes(config)?));
+    let state = state::build(&config.state).map_err(|e| Error::new(ErrorKind::Internal, e.0))?;
+    let prefix = config.state.prefix.as_str();
+    let keys = Arc::new(Keys::from_config(&config.keys));
+    let prices = Arc::new(Prices::from_config(&config.prices));
+    let make = target_maker(config, &state);
+    let routes: SharedRoutes = Arc::new(ArcSwap::from_pointee(routes_with(config, &make)?));
     let service = ServiceBuilder::new()
         // A bug in one request answers 500 in the caller's format instead of killing the
         // connection (and every stream multiplexed on it).
@@ -142,9 +200,21 @@ pub fn build(
         .layer(PropagateRequestIdLayer::x_request_id())
         // Bytes become IR here, once; replies and errors go back in the caller's format.
         .layer(SurfaceLayer::new(config.max_body_bytes))
+        // Who is calling, before anything is spent on them (401/403 in the caller's format).
+        .layer(AuthLayer::new(keys.clone()))
+        // Per-key rpm/tpm against the shared state: refused before any budget is reserved.
+        .layer(RateLimitLayer::new(state.clone(), prefix, &keys))
+        // Spend: reserved before, debited with the actual cost when the reply settles.
+        .layer(BudgetLayer::new(state.clone(), prefix, prices))
         // The model name becomes a plan of targets (unknown model: 404 before any work).
-        .layer(RouteLayer::new(routes.clone(), Arc::new(make_target)))
+        .layer(RouteLayer::new(routes.clone(), make))
         // Attempts over the plan's targets, each through its own per-target stack.
         .service(Retry::new());
-    Ok(Stack { service, routes })
+    let spend = SpendReport::new(state.clone(), prefix, keys);
+    Ok(Stack {
+        service,
+        routes,
+        state,
+        spend,
+    })
 }

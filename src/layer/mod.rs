@@ -1,4 +1,7 @@
 //! Tower middleware, one concern per file. Layers speak IR only: they never import a caller
 //! surface or a provider module. `stack.rs` orders them.
 
+pub mod auth;
+pub mod budget;
+pub mod ratelimit;
 pub mod retry;
