@@ -764,6 +764,26 @@ pub struct Target {
     pub model: Arc<str>,
     /// The per-target stack.
     pub service: TargetService,
+    /// Relative share for the `weighted` strategy.
+    pub weight: u32,
+    /// Labels a request can require (`zero-data-retention`, `eu`, ...).
+    pub tags: Arc<[Arc<str>]>,
+    /// Blended USD per million tokens, when priced (for the `cheapest` strategy).
+    pub price: Option<f64>,
+    /// Live health and latency, shared by every route that names this target.
+    pub stats: Arc<TargetStats>,
+}
+
+impl Target {
+    /// `provider/model`.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.provider, self.model)
+    }
+
+    /// Whether the target may take new requests (breaker not open, provider not drained).
+    pub fn is_available(&self) -> bool {
+        self.stats.is_available()
+    }
 }
 
 impl fmt::Debug for Target {
@@ -772,15 +792,236 @@ impl fmt::Debug for Target {
     }
 }
 
+/// Circuit breaker state of a target, as published for balancers, the admin plane and
+/// metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitState {
+    /// Traffic flows.
+    Closed = 0,
+    /// No traffic until the cool-down (or a `Retry-After`) has passed.
+    Open = 1,
+    /// A few probes decide whether to close again.
+    HalfOpen = 2,
+}
+
+impl CircuitState {
+    /// Stable lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// Live figures of one target. Written by the breaker and the attempt path; read lock-free by
+/// balancers.
+#[derive(Debug, Default)]
+pub struct TargetStats {
+    /// Peak-EWMA of time to first byte, in nanoseconds (0 = no sample yet).
+    ewma_ttfb_ns: std::sync::atomic::AtomicU64,
+    /// Attempts in flight.
+    inflight: std::sync::atomic::AtomicU32,
+    /// `CircuitState` as u8.
+    circuit: std::sync::atomic::AtomicU8,
+    /// Set by an operator: no new traffic.
+    drained: std::sync::atomic::AtomicBool,
+    /// While open: when probing may start, as nanoseconds since [`monotonic_epoch`].
+    open_until_ns: std::sync::atomic::AtomicU64,
+}
+
+/// A process-wide reference instant, so instants fit in atomics.
+pub fn monotonic_epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn since_epoch(t: Instant) -> u64 {
+    t.saturating_duration_since(monotonic_epoch())
+        .as_nanos()
+        .min(u64::MAX as u128) as u64
+}
+
+use std::sync::atomic::Ordering as AtomicOrdering;
+
+impl TargetStats {
+    /// Whether new requests may be sent: not drained, and the breaker is closed, half-open,
+    /// or open with its cool-down over (the next request is a probe).
+    pub fn is_available(&self) -> bool {
+        self.is_available_at(Instant::now())
+    }
+
+    /// [`Self::is_available`] at a given instant.
+    pub fn is_available_at(&self, now: Instant) -> bool {
+        if self.drained.load(AtomicOrdering::Relaxed) {
+            return false;
+        }
+        self.circuit() != CircuitState::Open
+            || since_epoch(now) >= self.open_until_ns.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Publishes when an open breaker may be probed.
+    pub fn set_open_until(&self, until: Instant) {
+        self.open_until_ns
+            .store(since_epoch(until), AtomicOrdering::Relaxed);
+    }
+
+    /// The published breaker state.
+    pub fn circuit(&self) -> CircuitState {
+        match self.circuit.load(AtomicOrdering::Relaxed) {
+            1 => CircuitState::Open,
+            2 => CircuitState::HalfOpen,
+            _ => CircuitState::Closed,
+        }
+    }
+
+    /// Publishes the breaker state.
+    pub fn set_circuit(&self, state: CircuitState) {
+        self.circuit.store(state as u8, AtomicOrdering::Relaxed);
+    }
+
+    /// Whether an operator drained the target.
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Drains or undrains the target.
+    pub fn set_drained(&self, drained: bool) {
+        self.drained.store(drained, AtomicOrdering::Relaxed);
+    }
+
+    /// Attempts in flight.
+    pub fn inflight(&self) -> u32 {
+        self.inflight.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Marks an attempt started; the guard marks it finished when dropped.
+    pub fn start(self: &Arc<Self>) -> InflightGuard {
+        self.inflight.fetch_add(1, AtomicOrdering::Relaxed);
+        InflightGuard(self.clone())
+    }
+
+    /// The latency estimate in nanoseconds (0 when never measured).
+    pub fn ewma_ttfb_ns(&self) -> u64 {
+        self.ewma_ttfb_ns.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Records a time to first byte: peak-EWMA (a slower sample is taken at once, a faster
+    /// one decays in), as linkerd and Finagle do, so a target that turns slow loses traffic
+    /// immediately and regains it gradually.
+    pub fn observe_ttfb(&self, ttfb: Duration) {
+        let sample = ttfb.as_nanos().min(u64::MAX as u128) as u64;
+        let _ = self.ewma_ttfb_ns.fetch_update(
+            AtomicOrdering::Relaxed,
+            AtomicOrdering::Relaxed,
+            |old| {
+                Some(if old == 0 || sample > old {
+                    sample
+                } else {
+                    // alpha = 1/8
+                    old - (old - sample) / 8
+                })
+            },
+        );
+    }
+
+    /// Load-weighted cost for least-latency balancing: latency × (in-flight + 1). Targets
+    /// without a sample cost 0 so that they get probed.
+    pub fn cost(&self) -> u64 {
+        self.ewma_ttfb_ns()
+            .saturating_mul(u64::from(self.inflight()) + 1)
+    }
+}
+
+/// Decrements a target's in-flight count when dropped.
+#[derive(Debug)]
+pub struct InflightGuard(Arc<TargetStats>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, AtomicOrdering::Relaxed);
+    }
+}
+
+/// How a route picks among its targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// In order; the next one when one fails.
+    #[default]
+    Fallback,
+    /// By weight (A/B splits, gradual migration); the rest in order as fallbacks.
+    Weighted,
+    /// Power of two choices over peak-EWMA time to first byte × load.
+    LeastLatency,
+    /// Lowest price per token among available targets.
+    Cheapest,
+    /// Send to the first; if it has not answered within the hedge delay, also to the second;
+    /// keep the first reply, cancel the other.
+    Hedge,
+}
+
 /// The targets a request may use, in the order they should be tried. Inserted into
-/// `Meta::extensions` by the route layer; consumed by the retry layer.
+/// `Meta::extensions` by the route layer; reordered by the balance layer; consumed by the
+/// retry layer.
 #[derive(Debug, Clone)]
 pub struct Plan {
     /// The public route name that matched.
     pub route: Arc<str>,
     /// Candidate targets, best first.
     pub targets: Arc<[Target]>,
+    /// How to order them.
+    pub strategy: Strategy,
+    /// Most attempts for one request (same-target retries included).
+    pub max_attempts: u32,
+    /// For `Hedge`: how long to wait before the second request (None: the route's p90).
+    pub hedge_after: Option<Duration>,
+    /// Degradation: targets (of another model) used only when every target above failed
+    /// or is unavailable.
+    pub degrade: Option<Arc<[Target]>>,
+    /// The route's recent time-to-first-byte samples (for the hedge p90).
+    pub latency: Arc<LatencyWindow>,
 }
+
+/// The most recent time-to-first-byte samples of a route, for percentile estimates.
+#[derive(Debug, Default)]
+pub struct LatencyWindow {
+    samples: std::sync::Mutex<(usize, Vec<u64>)>,
+}
+
+/// Samples kept per route.
+const LATENCY_SAMPLES: usize = 128;
+
+impl LatencyWindow {
+    /// Records a sample. The lock is held for a few nanoseconds and never across an await.
+    pub fn record(&self, d: Duration) {
+        let ns = d.as_nanos().min(u64::MAX as u128) as u64;
+        if let Ok(mut g) = self.samples.lock() {
+            let (next, v) = &mut *g;
+            if v.len() < LATENCY_SAMPLES {
+                v.push(ns);
+            } else {
+                v[*next] = ns;
+            }
+            *next = (*next + 1) % LATENCY_SAMPLES;
+        }
+    }
+
+    /// The `q` quantile (0..=1) of recent samples; None with fewer than 8 samples.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        let mut v = self.samples.lock().ok()?.1.clone();
+        if v.len() < 8 {
+            return None;
+        }
+        v.sort_unstable();
+        let i = ((v.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+        Some(Duration::from_nanos(v[i]))
+    }
+}
+
+/// Tags a request requires of its targets (`x-switchyard-tags: zero-data-retention`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequiredTags(pub Vec<String>);
 
 impl ChatRequest {
     /// A cheap estimate of the input tokens (about four bytes per token, plus a few per

@@ -49,6 +49,21 @@ enum Command {
         /// Address to bind.
         #[arg(long, default_value = "127.0.0.1")]
         host: std::net::IpAddr,
+        /// Admin port (fault control at POST /mock/faults); 0 picks a free one.
+        #[arg(long, default_value_t = 0)]
+        admin_port: u16,
+        /// Inject this HTTP status (e.g. 503, 429, 500).
+        #[arg(long)]
+        fail_status: Option<u16>,
+        /// ...on every Nth request.
+        #[arg(long)]
+        fail_every: Option<u64>,
+        /// `Retry-After` seconds sent with the injected status.
+        #[arg(long)]
+        retry_after: Option<u64>,
+        /// Added latency per request, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
     },
 }
 
@@ -95,7 +110,7 @@ fn main() -> ExitCode {
                 serve(cfg).await
             }
             Command::Check { config } => match load(Some(&config)) {
-                Ok(cfg) => match stack::routes(&cfg) {
+                Ok(cfg) => match stack::routes(&cfg, Default::default()) {
                     Ok(routes) => {
                         print!("{}", switchyard::route::describe_text(&cfg, &routes));
                         ExitCode::SUCCESS
@@ -110,9 +125,25 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             },
-            Command::Mock { port, host } => {
+            Command::Mock {
+                port,
+                host,
+                admin_port,
+                fail_status,
+                fail_every,
+                retry_after,
+                latency_ms,
+            } => {
                 let addr = SocketAddr::new(host, port);
-                match server::serve_mock(addr).await {
+                let admin = SocketAddr::new(host, admin_port);
+                let faults = switchyard::provider::mock::Faults {
+                    status: fail_status,
+                    every: fail_every,
+                    retry_after_secs: retry_after,
+                    latency_ms,
+                    ..Default::default()
+                };
+                match server::serve_mock(addr, admin, faults).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("switchyard: {e}");

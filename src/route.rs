@@ -10,45 +10,124 @@
 //! generation; each distinct target gets its stack (and so its breaker) once, shared by every
 //! route that names it.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures_util::future::Either;
 use tower::{Layer, Service};
 
-use crate::config::Config;
-use crate::ir::{Error, ErrorKind, ModelInfo, Operation, Plan, Reply, ReplyBody, Request, Target};
+use crate::config::{Config, StrategyConfig};
+use crate::ir::{
+    Error, ErrorKind, LatencyWindow, ModelInfo, Operation, Plan, Reply, ReplyBody, Request,
+    RequiredTags, Strategy, Target,
+};
 use crate::provider::Provider;
 
 /// Builds the stack for one target; supplied by `stack.rs`, which owns the per-target layers.
 pub type MakeTarget<'a> = &'a dyn Fn(&Arc<Provider>, &str) -> Target;
 
+/// Most targets built on demand (for `provider/model` and bare names) kept per generation:
+/// model names come from callers, so the cache is bounded.
+const DYNAMIC_TARGETS: usize = 1024;
+
+/// Operator overrides that outlive config reloads: drained providers and pinned routes.
+#[derive(Debug, Default)]
+pub struct Control {
+    drained: ArcSwap<HashSet<String>>,
+    pins: ArcSwap<HashMap<String, String>>,
+}
+
+impl Control {
+    /// Drained provider names.
+    pub fn drained(&self) -> Arc<HashSet<String>> {
+        self.drained.load_full()
+    }
+    /// Route → pinned `provider/model`.
+    pub fn pins(&self) -> Arc<HashMap<String, String>> {
+        self.pins.load_full()
+    }
+    fn set_drained(&self, provider: &str, on: bool) {
+        self.drained.rcu(|d| {
+            let mut d = (**d).clone();
+            if on {
+                d.insert(provider.to_owned());
+            } else {
+                d.remove(provider);
+            }
+            d
+        });
+    }
+    fn set_pin(&self, route: &str, target: Option<&str>) {
+        self.pins.rcu(|p| {
+            let mut p = (**p).clone();
+            match target {
+                Some(t) => p.insert(route.to_owned(), t.to_owned()),
+                None => p.remove(route),
+            };
+            p
+        });
+    }
+}
+
 /// The resolved routing table of one config generation.
 pub struct Routes {
     routes: HashMap<String, Plan>,
+    order: Vec<String>,
     providers: Vec<Arc<Provider>>,
-    /// Targets built so far, keyed `provider/model`, for direct and bare-name requests.
+    /// Targets built at load, keyed `provider/model`; every route naming one shares it (and
+    /// so its breaker and latency figures).
     direct: HashMap<String, Target>,
+    dynamic: RwLock<HashMap<String, Target>>,
     models: Vec<ModelInfo>,
+    control: Arc<Control>,
 }
 
 impl std::fmt::Debug for Routes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Routes")
-            .field("routes", &self.routes.keys().collect::<Vec<_>>())
+            .field("routes", &self.order)
             .finish_non_exhaustive()
+    }
+}
+
+fn strategy(s: StrategyConfig) -> Strategy {
+    match s {
+        StrategyConfig::Fallback => Strategy::Fallback,
+        StrategyConfig::Weighted => Strategy::Weighted,
+        StrategyConfig::LeastLatency => Strategy::LeastLatency,
+        StrategyConfig::Cheapest => Strategy::Cheapest,
+        StrategyConfig::Hedge => Strategy::Hedge,
+    }
+}
+
+fn single(route: &str, targets: Vec<Target>) -> Plan {
+    let n = targets.len() as u32;
+    Plan {
+        route: Arc::from(route),
+        targets: targets.into(),
+        strategy: Strategy::Fallback,
+        max_attempts: n,
+        hedge_after: None,
+        degrade: None,
+        latency: Arc::new(LatencyWindow::default()),
     }
 }
 
 impl Routes {
     /// Builds the table from a validated config and its providers.
-    pub fn build(config: &Config, providers: Vec<Arc<Provider>>, make: MakeTarget<'_>) -> Self {
+    pub fn build(
+        config: &Config,
+        providers: Vec<Arc<Provider>>,
+        make: MakeTarget<'_>,
+        control: Arc<Control>,
+    ) -> Self {
         let by_name: HashMap<&str, &Arc<Provider>> =
             providers.iter().map(|p| (&*p.name, p)).collect();
         let mut direct: HashMap<String, Target> = HashMap::new();
-        let mut target = |provider: &Arc<Provider>, model: &str| -> Target {
+        let mut base = |provider: &Arc<Provider>, model: &str| -> Target {
             let key = format!("{}/{model}", provider.name);
             direct
                 .entry(key)
@@ -56,14 +135,23 @@ impl Routes {
                 .clone()
         };
         let mut routes = HashMap::new();
+        let mut order = Vec::new();
         let mut models = Vec::new();
         for m in &config.models {
             let targets: Vec<Target> = m
                 .targets
                 .iter()
                 .filter_map(|t| {
-                    let (p, model) = t.value.split_once('/')?;
-                    Some(target(by_name.get(p)?, model))
+                    let (p, model) = t.value.target().split_once('/')?;
+                    let mut target = base(by_name.get(p)?, model);
+                    target.weight = t.value.weight();
+                    target.tags = t
+                        .value
+                        .tags()
+                        .iter()
+                        .map(|s| Arc::from(s.as_str()))
+                        .collect();
+                    Some(target)
                 })
                 .collect();
             let name = m.name.value.clone();
@@ -71,49 +159,116 @@ impl Routes {
                 id: name.clone(),
                 owned_by: "switchyard".into(),
             });
-            routes.insert(
-                name.clone(),
-                Plan {
-                    route: Arc::from(name.as_str()),
-                    targets: targets.into(),
-                },
-            );
+            let n = targets.len() as u32;
+            let plan = Plan {
+                route: Arc::from(name.as_str()),
+                targets: targets.into(),
+                strategy: strategy(m.strategy),
+                max_attempts: m.max_attempts.unwrap_or(n).max(1),
+                hedge_after: m.hedge_after_ms.map(Duration::from_millis),
+                degrade: None,
+                latency: Arc::new(LatencyWindow::default()),
+            };
+            order.push(name.clone());
+            routes.insert(name, plan);
+        }
+        for m in &config.models {
+            if let Some(fb) = &m.fallback_model {
+                let targets = routes.get(fb.value.as_str()).map(|p| p.targets.clone());
+                if let Some(plan) = routes.get_mut(m.name.value.as_str()) {
+                    plan.degrade = targets;
+                }
+            }
         }
         for p in &providers {
             for m in p.listed_models() {
-                target(p, m);
+                base(p, m);
                 models.push(ModelInfo {
                     id: format!("{}/{m}", p.name),
                     owned_by: p.name.to_string(),
                 });
             }
         }
+        let drained = control.drained();
+        for t in direct.values() {
+            t.stats.set_drained(drained.contains(&*t.provider));
+        }
         Self {
             routes,
+            order,
             providers,
             direct,
+            dynamic: RwLock::new(HashMap::new()),
             models,
+            control,
         }
     }
 
-    /// The targets for a model name, best first.
-    pub fn resolve(&self, model: &str, make: MakeTarget<'_>) -> Option<Plan> {
+    /// A target outside any route, shared across requests (bounded cache).
+    fn target(&self, p: &Arc<Provider>, m: &str, make: MakeTarget<'_>) -> Target {
+        let key = format!("{}/{m}", p.name);
+        if let Some(t) = self.direct.get(&key) {
+            return t.clone();
+        }
+        if let Some(t) = self.dynamic.read().ok().and_then(|d| d.get(&key).cloned()) {
+            return t;
+        }
+        let t = make(p, m);
+        t.stats
+            .set_drained(self.control.drained().contains(&*p.name));
+        if let Ok(mut d) = self.dynamic.write() {
+            if d.len() < DYNAMIC_TARGETS {
+                d.entry(key).or_insert_with(|| t.clone());
+            }
+        }
+        t
+    }
+
+    /// The targets for a model name, best first, with operator pins applied and required
+    /// tags filtered.
+    pub fn resolve(
+        &self,
+        model: &str,
+        tags: Option<&RequiredTags>,
+        make: MakeTarget<'_>,
+    ) -> Result<Plan, Error> {
+        let mut plan = self.plan(model, make).ok_or_else(|| unknown_model(model))?;
+        if let Some(pinned) = self.control.pins().get(&*plan.route) {
+            if let Some(t) = plan.targets.iter().find(|t| t.name() == *pinned) {
+                plan.targets = vec![t.clone()].into();
+                plan.degrade = None;
+            }
+        }
+        if let Some(RequiredTags(want)) = tags {
+            let keep = |t: &Target| want.iter().all(|w| t.tags.iter().any(|h| **h == **w));
+            let targets: Vec<Target> = plan.targets.iter().filter(|t| keep(t)).cloned().collect();
+            if targets.is_empty() {
+                return Err(Error::invalid(format!(
+                    "no target of model '{model}' has the tags {}",
+                    want.join(", ")
+                ))
+                .with_param("x-switchyard-tags"));
+            }
+            plan.targets = targets.into();
+            plan.degrade = plan.degrade.map(|d| {
+                d.iter()
+                    .filter(|t| keep(t))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .into()
+            });
+        }
+        Ok(plan)
+    }
+
+    fn plan(&self, model: &str, make: MakeTarget<'_>) -> Option<Plan> {
         if let Some(plan) = self.routes.get(model) {
             return Some(plan.clone());
         }
-        let one = |p: &Arc<Provider>, m: &str| -> Target {
-            match self.direct.get(&format!("{}/{m}", p.name)) {
-                Some(t) => t.clone(),
-                None => make(p, m),
-            }
-        };
         if let Some((pname, m)) = model.split_once('/') {
             if let Some(p) = self.providers.iter().find(|p| &*p.name == pname) {
                 if !m.is_empty() {
-                    return Some(Plan {
-                        route: Arc::from(model),
-                        targets: vec![one(p, m)].into(),
-                    });
+                    return Some(single(model, vec![self.target(p, m, make)]));
                 }
             }
         }
@@ -121,12 +276,9 @@ impl Routes {
             .providers
             .iter()
             .filter(|p| p.offers(model))
-            .map(|p| one(p, model))
+            .map(|p| self.target(p, model, make))
             .collect();
-        (!targets.is_empty()).then(|| Plan {
-            route: Arc::from(model),
-            targets: targets.into(),
-        })
+        (!targets.is_empty()).then(|| single(model, targets))
     }
 
     /// Public models: routes, then each provider's listed models as `provider/model`.
@@ -134,25 +286,83 @@ impl Routes {
         &self.models
     }
 
-    /// Routes and their targets, for `switchyard check` and the admin plane.
+    /// Routes and their targets, in config order.
     pub fn describe(&self) -> Vec<(String, Vec<String>)> {
-        let mut out: Vec<(String, Vec<String>)> = self
-            .routes
+        self.order
             .iter()
-            .map(|(name, plan)| {
-                (
+            .filter_map(|name| {
+                let plan = self.routes.get(name)?;
+                Some((
                     name.clone(),
-                    plan.targets.iter().map(|t| format!("{t:?}")).collect(),
-                )
+                    plan.targets.iter().map(Target::name).collect(),
+                ))
             })
-            .collect();
-        out.sort();
+            .collect()
+    }
+
+    /// Every route's plan, in config order.
+    pub fn plans(&self) -> impl Iterator<Item = &Plan> {
+        self.order.iter().filter_map(|n| self.routes.get(n))
+    }
+
+    /// Every target built so far (routes' and on-demand ones).
+    pub fn targets(&self) -> Vec<Target> {
+        let mut out: Vec<Target> = self.direct.values().cloned().collect();
+        if let Ok(d) = self.dynamic.read() {
+            out.extend(d.values().cloned());
+        }
+        out.sort_by_key(Target::name);
         out
+    }
+
+    /// Drained provider names.
+    pub fn drained(&self) -> Arc<HashSet<String>> {
+        self.control.drained()
+    }
+
+    /// Route → pinned target.
+    pub fn pins(&self) -> Arc<HashMap<String, String>> {
+        self.control.pins()
     }
 
     /// The providers of this generation.
     pub fn providers(&self) -> &[Arc<Provider>] {
         &self.providers
+    }
+
+    /// Drains (or undrains) a provider: no new traffic; in-flight requests finish. Survives
+    /// reloads. Errors when no such provider exists.
+    pub fn drain(&self, provider: &str, on: bool) -> Result<(), Error> {
+        if !self.providers.iter().any(|p| &*p.name == provider) {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no provider '{provider}'"),
+            ));
+        }
+        self.control.set_drained(provider, on);
+        for t in self.targets() {
+            if &*t.provider == provider {
+                t.stats.set_drained(on);
+            }
+        }
+        Ok(())
+    }
+
+    /// Pins a route to one of its targets (or unpins it with `None`). Survives reloads.
+    pub fn pin(&self, route: &str, target: Option<&str>) -> Result<(), Error> {
+        let plan = self
+            .routes
+            .get(route)
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no route '{route}'")))?;
+        if let Some(t) = target {
+            if !plan.targets.iter().any(|x| x.name() == t) {
+                return Err(Error::invalid(format!(
+                    "route '{route}' has no target '{t}'"
+                )));
+            }
+        }
+        self.control.set_pin(route, target);
+        Ok(())
     }
 }
 
@@ -226,8 +436,10 @@ where
             }
             op => op.model().unwrap_or_default(),
         };
-        let Some(plan) = routes.resolve(model, &*self.layer.make) else {
-            return Either::Left(std::future::ready(Err(unknown_model(model))));
+        let tags = req.meta.extensions.get::<RequiredTags>();
+        let plan = match routes.resolve(model, tags, &*self.layer.make) {
+            Ok(plan) => plan,
+            Err(e) => return Either::Left(std::future::ready(Err(e))),
         };
         if let Operation::CountTokens(chat) = &req.op {
             // No upstream call is needed to estimate; the model is still checked above.

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::route::SharedRoutes;
+use crate::route::{Control, SharedRoutes};
 use crate::stack;
 
 /// How long in-flight requests may run after shutdown begins.
@@ -68,7 +68,8 @@ pub enum StartError {
 
 /// Binds both planes and starts serving in the background.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
-    let stack = stack::build(config).map_err(|e| StartError::Build(e.message))?;
+    let stack = stack::build(config, Arc::new(Control::default()))
+        .map_err(|e| StartError::Build(e.message))?;
     let data = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -95,6 +96,11 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         ready: ready.clone(),
         routes: stack.routes.clone(),
         spend: stack.spend.clone(),
+        token: config
+            .admin_token
+            .as_ref()
+            .map(|t| Arc::from(t.expose()))
+            .filter(|t: &Arc<str>| !t.is_empty()),
     });
     let data_task = tokio::spawn(accept_loop(
         data,
@@ -189,6 +195,8 @@ struct Admin {
     ready: Arc<AtomicBool>,
     routes: SharedRoutes,
     spend: crate::layer::budget::SpendReport,
+    /// Required (as `Authorization: Bearer`) by the operator endpoints that change state.
+    token: Option<Arc<str>>,
 }
 
 impl Admin {
@@ -213,6 +221,9 @@ impl Admin {
             );
             r
         };
+        if let Some(resp) = self.operator(req) {
+            return resp;
+        }
         if req.method() != Method::GET {
             return text(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -278,21 +289,201 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Runs the mock provider alone as an OpenAI-format upstream on `addr` until a signal.
-pub async fn serve_mock(addr: SocketAddr) -> Result<(), StartError> {
+/// Runs the mock provider alone as an upstream on `addr` (OpenAI format at `/v1/...`,
+/// Anthropic format at `/v1/messages`) until a signal. Its admin plane (`admin`, ephemeral
+/// when port 0) takes `POST /mock/faults?...` to inject faults at run time.
+pub async fn serve_mock(
+    addr: SocketAddr,
+    admin: SocketAddr,
+    faults: crate::provider::mock::Faults,
+) -> Result<(), StartError> {
     let config = Config {
         listen: addr,
-        // The mock has no admin plane of its own; an ephemeral port keeps 9464 free.
-        admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+        admin,
         mock: Some(true),
         ..Config::default()
     };
     let running = start(&config).await?;
+    if let Some(mock) = running
+        .routes
+        .load()
+        .providers()
+        .iter()
+        .find_map(|p| p.as_mock())
+    {
+        mock.set_faults(faults);
+    }
     eprintln!(
-        "switchyard mock provider (OpenAI format) on http://{}/v1 — models: echo, lorem, embed",
-        running.data_addr
+        "switchyard mock provider on http://{}/v1 (OpenAI and Anthropic formats; models echo, lorem, embed); faults: POST http://{}/mock/faults",
+        running.data_addr, running.admin_addr
     );
     shutdown_signal().await;
     running.shutdown(Duration::from_secs(5)).await;
     Ok(())
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> http::Response<Full<Bytes>> {
+    let mut r = http::Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Operator control on the admin plane (manual failover), without a restart:
+/// `GET /providers`, `GET /routes`, `POST|DELETE /providers/{name}/drain`,
+/// `POST /routes/{name}/pin?target=provider/model`, `DELETE /routes/{name}/pin`.
+/// Every change is logged as an audit event.
+impl Admin {
+    fn operator(&self, req: &http::Request<Incoming>) -> Option<http::Response<Full<Bytes>>> {
+        let path = req.uri().path();
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let routes = self.routes.load();
+        let method = req.method();
+        let mutating = method == Method::POST || method == Method::DELETE;
+        if mutating
+            && matches!(
+                segs.as_slice(),
+                ["providers", _, "drain"] | ["routes", _, "pin"]
+            )
+        {
+            if let Some(token) = &self.token {
+                let given = req
+                    .headers()
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "));
+                if given.map(str::as_bytes) != Some(token.as_bytes()) {
+                    return Some(json(
+                        StatusCode::UNAUTHORIZED,
+                        serde_json::json!({"error": "operator endpoints need the admin token"}),
+                    ));
+                }
+            }
+        }
+        let result = match (method, segs.as_slice()) {
+            (&Method::GET, ["providers"]) => return Some(json(StatusCode::OK, providers_json(&routes))),
+            (&Method::GET, ["routes"]) => return Some(json(StatusCode::OK, routes_json(&routes))),
+            (m, ["providers", name, "drain"]) if m == Method::POST || m == Method::DELETE => {
+                let on = m == Method::POST;
+                routes.drain(name, on).map(|()| {
+                    tracing::info!(target: "switchyard::audit", action = if on { "drain" } else { "undrain" }, provider = %name, "operator action");
+                })
+            }
+            (&Method::POST, ["routes", name, "pin"]) => {
+                let target = req
+                    .uri()
+                    .query()
+                    .unwrap_or_default()
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("target="))
+                    .map(|t| t.replace("%2F", "/").replace("%2f", "/"));
+                match target {
+                    None => Err(crate::ir::Error::invalid("give the target as ?target=provider/model")),
+                    Some(t) => routes.pin(name, Some(&t)).map(|()| {
+                        tracing::info!(target: "switchyard::audit", action = "pin", route = %name, pinned = %t, "operator action");
+                    }),
+                }
+            }
+            (m, ["mock", "faults"]) if m == Method::POST || m == Method::DELETE || m == Method::GET => {
+                let Some(mock) = routes.providers().iter().find_map(|p| p.as_mock()) else {
+                    return Some(json(StatusCode::NOT_FOUND, serde_json::json!({"error": "no mock provider"})));
+                };
+                if m == Method::GET {
+                    return Some(json(StatusCode::OK, serde_json::json!(mock.faults())));
+                }
+                let faults = if m == Method::DELETE {
+                    Ok(crate::provider::mock::Faults::default())
+                } else {
+                    parse_faults(req.uri().query().unwrap_or_default())
+                };
+                faults.map(|f| {
+                    tracing::info!(target: "switchyard::audit", action = "mock_faults", faults = ?f, "operator action");
+                    mock.set_faults(f);
+                })
+            }
+            (&Method::DELETE, ["routes", name, "pin"]) => routes.pin(name, None).map(|()| {
+                tracing::info!(target: "switchyard::audit", action = "unpin", route = %name, "operator action");
+            }),
+            _ => return None,
+        };
+        Some(match result {
+            Ok(()) => json(StatusCode::OK, serde_json::json!({"ok": true})),
+            Err(e) => json(
+                StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+                serde_json::json!({"error": e.message}),
+            ),
+        })
+    }
+}
+
+fn providers_json(routes: &crate::route::Routes) -> serde_json::Value {
+    let targets = routes.targets();
+    let drained = routes.drained();
+    let list: Vec<serde_json::Value> = routes
+        .providers()
+        .iter()
+        .map(|p| {
+            let ts: Vec<serde_json::Value> = targets
+                .iter()
+                .filter(|t| t.provider == p.name)
+                .map(|t| {
+                    serde_json::json!({
+                        "target": t.name(),
+                        "circuit": t.stats.circuit().as_str(),
+                        "available": t.is_available(),
+                        "inflight": t.stats.inflight(),
+                        "ewma_ttfb_ms": t.stats.ewma_ttfb_ns() as f64 / 1e6,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "name": &*p.name,
+                "kind": p.kind.as_str(),
+                "drained": drained.contains(&*p.name),
+                "targets": ts,
+            })
+        })
+        .collect();
+    serde_json::json!({ "providers": list })
+}
+
+fn routes_json(routes: &crate::route::Routes) -> serde_json::Value {
+    let pins = routes.pins();
+    let list: Vec<serde_json::Value> = routes
+        .plans()
+        .map(|plan| {
+            serde_json::json!({
+                "name": &*plan.route,
+                "strategy": format!("{:?}", plan.strategy).to_lowercase(),
+                "max_attempts": plan.max_attempts,
+                "targets": plan.targets.iter().map(|t| serde_json::json!({
+                    "target": t.name(),
+                    "weight": t.weight,
+                    "tags": t.tags.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                    "circuit": t.stats.circuit().as_str(),
+                    "available": t.is_available(),
+                })).collect::<Vec<_>>(),
+                "degrade_to": plan.degrade.as_ref().map(|d| d.iter().map(|t| t.name()).collect::<Vec<_>>()),
+                "pinned": pins.get(&*plan.route),
+            })
+        })
+        .collect();
+    serde_json::json!({ "routes": list })
+}
+
+/// `status=503&every=2&count=3&latency_ms=100&retry_after_secs=2&stall_after_events=3`
+fn parse_faults(query: &str) -> Result<crate::provider::mock::Faults, crate::ir::Error> {
+    let mut map = serde_json::Map::new();
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        let n: u64 = v
+            .parse()
+            .map_err(|_| crate::ir::Error::invalid(format!("fault '{k}' needs a number")))?;
+        map.insert(k.to_owned(), serde_json::Value::from(n));
+    }
+    serde_json::from_value(serde_json::Value::Object(map))
+        .map_err(|e| crate::ir::Error::invalid(format!("bad fault: {e}")))
 }

@@ -10,10 +10,11 @@
 //! Auth                  ir::Principal, Arc<KeyPolicy>  ir::CallerKey, op.model
 //! RateLimit             ResponseHeaders (x-ratelimit)  Principal (key rpm/tpm)
 //! Budget                - (spend settles on_settle)    Principal, Arc<KeyPolicy>
-//! Route                 ir::Plan in meta.extensions    op.model
+//! Route                 ir::Plan in meta.extensions    op.model, ir::RequiredTags
+//! Balance               reorders ir::Plan              ir::Plan, TargetStats
 //! Retry (leaf)          ir::Attempt per target         ir::Plan
-//!   per target: ProviderLimit (provider rpm/tpm: over it → RateLimited → next target)
-//!               → Provider adapter (breaker and timeouts slot in above the limit)
+//!   per target: ProviderLimit (provider rpm/tpm; over it → RateLimited → next target)
+//!               → Breaker (publishes TargetStats) → Provider adapter
 //! ```
 //!
 //! Limits and spend live in one [`SharedState`] per stack (memory, or Redis shared by every
@@ -35,51 +36,69 @@ use tower_http::request_id::{
 
 use crate::config::Config;
 use crate::cost::Prices;
-use crate::ir::{Error, ErrorKind, Format, Target};
+use crate::ir::{Error, ErrorKind, Format, Target, TargetStats};
 use crate::layer::auth::{AuthLayer, Keys};
+use crate::layer::balance::BalanceLayer;
+use crate::layer::breaker::BreakerLayer;
 use crate::layer::budget::{BudgetLayer, SpendReport};
 use crate::layer::ratelimit::{ProviderLimitLayer, RateLimitLayer};
 use crate::layer::retry::Retry;
 use crate::provider::Provider;
-use crate::route::{RouteLayer, Routes, SharedMakeTarget, SharedRoutes};
+use crate::route::{Control, RouteLayer, Routes, SharedMakeTarget, SharedRoutes};
 use crate::state::{self, SharedState};
 use crate::surface::{self, SurfaceLayer};
 
 /// Builds the stack of one target. Everything that is per (provider, model) — breaker,
 /// provider limits, timeouts — is composed here, innermost last.
-fn make_target(provider: &Arc<Provider>, model: &str, limit: &ProviderLimitLayer) -> Target {
+fn make_target(
+    provider: &Arc<Provider>,
+    model: &str,
+    limit: &ProviderLimitLayer,
+    prices: &Prices,
+) -> Target {
+    let stats = Arc::new(TargetStats::default());
+    let name: Arc<str> = Arc::from(format!("{}/{model}", provider.name));
     let service = ServiceBuilder::new()
-        // The provider account's own rpm/tpm: refused here, the attempt moves to the next
-        // target instead of collecting the provider's 429.
+        // The provider account's own rpm/tpm, shared by all its targets: over it, the attempt
+        // moves to the next target instead of collecting the provider's 429. Above the
+        // breaker, so our own refusals never trip it and a tripped target is not charged.
         .layer(limit.clone())
+        // Open circuits fail readiness at once, so retry skips the target without waiting.
+        .layer(BreakerLayer::new(
+            provider.breaker.clone(),
+            stats.clone(),
+            name,
+        ))
         .service(provider.service());
     Target {
         provider: provider.name.clone(),
         model: Arc::from(model),
         service: BoxCloneSyncService::new(service),
+        weight: 1,
+        tags: Arc::from([]),
+        price: prices.lookup(model).map(|p| (p.input + p.output) / 2.0),
+        stats,
     }
 }
 
-/// The target builder of a config generation: one provider-limit cell per provider account,
-/// shared by every target (model) of that provider.
+/// The target builder of a config generation: one provider-limit cell per provider account
+/// (in `state`), and the config's prices.
 pub fn target_maker(config: &Config, state: &SharedState) -> SharedMakeTarget {
+    let prefix = &config.state.prefix;
     let limits: HashMap<String, ProviderLimitLayer> = config
         .providers
         .iter()
         .map(|p| {
             let name = p.name.value.clone();
-            let l =
-                ProviderLimitLayer::new(state.clone(), &config.state.prefix, &name, p.rpm, p.tpm);
+            let l = ProviderLimitLayer::new(state.clone(), prefix, &name, p.rpm, p.tpm);
             (name, l)
         })
         .collect();
-    let none = ProviderLimitLayer::new(state.clone(), "", "", None, None);
+    let none = ProviderLimitLayer::new(state.clone(), prefix, "", None, None);
+    let prices = Prices::from_config(&config.prices);
     Arc::new(move |provider: &Arc<Provider>, model: &str| {
-        make_target(
-            provider,
-            model,
-            limits.get(&*provider.name).unwrap_or(&none),
-        )
+        let limit = limits.get(&*provider.name).unwrap_or(&none);
+        make_target(provider, model, limit, &prices)
     })
 }
 
@@ -96,16 +115,22 @@ pub fn providers(config: &Config) -> Result<Vec<Arc<Provider>>, Error> {
     Ok(out)
 }
 
-/// Builds the routing table of a config generation, provider limits kept in process (for
-/// `switchyard check`; a serving stack uses [`routes_with`] and its own state).
-pub fn routes(config: &Config) -> Result<Routes, Error> {
+/// Builds the routing table of a config generation; operator overrides in `control` carry
+/// over from the previous one. Provider limits are kept in process here (`switchyard check`);
+/// a serving stack uses [`routes_with`] over its own state.
+pub fn routes(config: &Config, control: Arc<Control>) -> Result<Routes, Error> {
     let local: SharedState = Arc::new(state::memory::MemoryState::new());
-    routes_with(config, &target_maker(config, &local))
+    routes_with(config, control, &target_maker(config, &local))
 }
 
-/// Builds the routing table of a config generation with a given target builder.
-pub fn routes_with(config: &Config, make: &SharedMakeTarget) -> Result<Routes, Error> {
-    Ok(Routes::build(config, providers(config)?, &**make))
+/// Builds the routing table of a config generation with a given target builder (from
+/// [`target_maker`] over the stack's [`Stack::state`]).
+pub fn routes_with(
+    config: &Config,
+    control: Arc<Control>,
+    make: &SharedMakeTarget,
+) -> Result<Routes, Error> {
+    Ok(Routes::build(config, providers(config)?, &**make, control))
 }
 
 /// Request ids: a per-process random prefix and a counter — unique, cheap, and sortable
@@ -165,6 +190,7 @@ pub struct Stack<S> {
 #[allow(clippy::type_complexity)]
 pub fn build(
     config: &Config,
+    control: Arc<Control>,
 ) -> Result<
     Stack<
         impl tower::Service<
@@ -187,9 +213,9 @@ pub fn build(
     let state = state::build(&config.state).map_err(|e| Error::new(ErrorKind::Internal, e.0))?;
     let prefix = config.state.prefix.as_str();
     let keys = Arc::new(Keys::from_config(&config.keys));
-    let prices = Arc::new(Prices::from_config(&config.prices));
     let make = target_maker(config, &state);
-    let routes: SharedRoutes = Arc::new(ArcSwap::from_pointee(routes_with(config, &make)?));
+    let routes: SharedRoutes =
+        Arc::new(ArcSwap::from_pointee(routes_with(config, control, &make)?));
     let service = ServiceBuilder::new()
         // A bug in one request answers 500 in the caller's format instead of killing the
         // connection (and every stream multiplexed on it).
@@ -205,11 +231,17 @@ pub fn build(
         // Per-key rpm/tpm against the shared state: refused before any budget is reserved.
         .layer(RateLimitLayer::new(state.clone(), prefix, &keys))
         // Spend: reserved before, debited with the actual cost when the reply settles.
-        .layer(BudgetLayer::new(state.clone(), prefix, prices))
+        .layer(BudgetLayer::new(
+            state.clone(),
+            prefix,
+            Arc::new(Prices::from_config(&config.prices)),
+        ))
         // The model name becomes a plan of targets (unknown model: 404 before any work).
         .layer(RouteLayer::new(routes.clone(), make))
+        // The plan is put in the route's strategy order, unavailable targets left out.
+        .layer(BalanceLayer)
         // Attempts over the plan's targets, each through its own per-target stack.
-        .service(Retry::new());
+        .service(Retry::new(config.retry.clone()));
     let spend = SpendReport::new(state.clone(), prefix, keys);
     Ok(Stack {
         service,

@@ -334,6 +334,9 @@ fn resolve_secrets(config: &mut Config, strings: &dyn Strings) -> Result<(), Con
                 .map_err(|e| at(line, &format!("keys[{i}].key"), e))?;
         }
     }
+    if let Some(t) = &mut config.admin_token {
+        t.resolve(strings).map_err(|e| at(0, "admin_token", e))?;
+    }
     for (i, p) in config.providers.iter_mut().enumerate() {
         let line = p.name.referenced.line();
         if let Some(k) = &mut p.api_key {
@@ -474,15 +477,19 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
         for (j, t) in m.targets.iter().enumerate() {
             let tline = t.referenced.line();
             let field = format!("models[{i}].targets[{j}]");
-            let Some((provider, model)) = t.value.split_once('/') else {
+            let name = t.value.target();
+            let Some((provider, model)) = name.split_once('/') else {
                 return Err(at(
                     tline,
                     &field,
-                    format!("'{}' must be written provider/model", t.value),
+                    format!("'{name}' must be written provider/model"),
                 ));
             };
             if model.is_empty() {
-                return Err(at(tline, &field, format!("'{}' names no model", t.value)));
+                return Err(at(tline, &field, format!("'{name}' names no model")));
+            }
+            if t.value.weight() == 0 && m.strategy == super::StrategyConfig::Weighted {
+                return Err(at(tline, &format!("{field}.weight"), "must be at least 1"));
             }
             let known =
                 names.contains(provider) || (provider == "mock" && config.mock != Some(false));
@@ -498,6 +505,57 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
                     ),
                 ));
             }
+        }
+        if m.max_attempts == Some(0) {
+            return Err(at(
+                line,
+                &format!("models[{i}].max_attempts"),
+                "must be at least 1",
+            ));
+        }
+    }
+    for (i, m) in config.models.iter().enumerate() {
+        if let Some(fb) = &m.fallback_model {
+            if !routes.contains(fb.value.as_str()) || fb.value == m.name.value {
+                return Err(at(
+                    fb.referenced.line(),
+                    &format!("models[{i}].fallback_model"),
+                    format!("'{}' must name another model route of this file", fb.value),
+                ));
+            }
+        }
+    }
+    let r = &config.retry;
+    if !(0.0..=10.0).contains(&r.budget_ratio)
+        || r.budget_window_secs == 0
+        || r.deadline_secs <= 0.0
+    {
+        return Err(at(
+            0,
+            "retry",
+            "budget_ratio must be within 0..=10, budget_window_secs and deadline_secs positive",
+        ));
+    }
+    for (i, p) in config.providers.iter().enumerate() {
+        let b = &p.breaker;
+        if b.consecutive_failures == 0
+            || !(0.0..=1.0).contains(&b.failure_ratio)
+            || b.window_secs == 0
+            || b.cooldown_secs <= 0.0
+            || b.half_open_probes == 0
+        {
+            return Err(at(
+                p.name.referenced.line(),
+                &format!("providers[{i}].breaker"),
+                "consecutive_failures, window_secs, cooldown_secs and half_open_probes must be positive; failure_ratio within 0..=1",
+            ));
+        }
+        if !(p.idle_timeout_secs.is_finite() && p.idle_timeout_secs > 0.0) {
+            return Err(at(
+                p.name.referenced.line(),
+                &format!("providers[{i}].idle_timeout_secs"),
+                "must be a positive number of seconds",
+            ));
         }
     }
     Ok(())
@@ -556,7 +614,7 @@ models:
             c.providers[1].api_key.as_ref().unwrap().expose(),
             "sk-backup"
         );
-        assert_eq!(c.models[0].targets[1].value, "backup/gpt-4o-mini");
+        assert_eq!(c.models[0].targets[1].value.target(), "backup/gpt-4o-mini");
         assert_eq!(c.providers[0].first_byte_timeout_secs, 60.0);
     }
 

@@ -40,6 +40,12 @@ pub struct Config {
     pub keys_file: Option<String>,
     /// Per-model price overrides (USD per million tokens), over the shipped table.
     pub prices: BTreeMap<String, PriceConfig>,
+    /// Retry policy.
+    pub retry: RetryConfig,
+    /// When set, the admin plane's operator endpoints (drain, pin) require
+    /// `Authorization: Bearer <token>`. Set it whenever the admin port is reachable from
+    /// outside the pod.
+    pub admin_token: Option<Secret>,
 }
 
 impl Default for Config {
@@ -55,6 +61,8 @@ impl Default for Config {
             keys: Vec::new(),
             keys_file: None,
             prices: BTreeMap::new(),
+            retry: RetryConfig::default(),
+            admin_token: None,
         }
     }
 }
@@ -236,6 +244,12 @@ pub struct ProviderConfig {
     /// The provider account's own tokens-per-minute limit.
     #[serde(default)]
     pub tpm: Option<u64>,
+    /// Longest gap allowed between two events of a stream.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: f64,
+    /// Circuit breaker of each of this provider's targets.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
 }
 
 fn default_connect_timeout() -> f64 {
@@ -247,6 +261,9 @@ fn default_first_byte_timeout() -> f64 {
 fn default_total_timeout() -> f64 {
     600.0
 }
+fn default_idle_timeout() -> f64 {
+    60.0
+}
 fn yes() -> bool {
     true
 }
@@ -257,8 +274,152 @@ fn yes() -> bool {
 pub struct ModelConfig {
     /// The public name callers use.
     pub name: Spanned<String>,
-    /// Ordered targets, `provider/model`; tried in order when one fails before any byte.
-    pub targets: Vec<Spanned<String>>,
+    /// Targets, `provider/model` or `{target: provider/model, weight: 3, tags: [..]}`.
+    pub targets: Vec<Spanned<TargetConfig>>,
+    /// How targets are chosen.
+    #[serde(default)]
+    pub strategy: StrategyConfig,
+    /// Most attempts per request, same-target retries included. Default: one per target.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// For `hedge`: wait this long before the second request. Default: the route's observed
+    /// p90 time to first byte (and 1 s until there are enough samples).
+    #[serde(default)]
+    pub hedge_after_ms: Option<u64>,
+    /// Degradation: another route (e.g. a cheaper model) used only when every target of this
+    /// one failed or is unavailable.
+    #[serde(default)]
+    pub fallback_model: Option<Spanned<String>>,
+}
+
+/// One target of a route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum TargetConfig {
+    /// `provider/model`.
+    Name(String),
+    /// With a weight and tags.
+    Full {
+        /// `provider/model`.
+        target: String,
+        /// Relative share for `weighted`.
+        #[serde(default = "one")]
+        weight: u32,
+        /// Labels requests can require (`x-switchyard-tags`).
+        #[serde(default)]
+        tags: Vec<String>,
+    },
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl TargetConfig {
+    /// `provider/model`.
+    pub fn target(&self) -> &str {
+        match self {
+            TargetConfig::Name(t) | TargetConfig::Full { target: t, .. } => t,
+        }
+    }
+    /// Weight (1 unless given).
+    pub fn weight(&self) -> u32 {
+        match self {
+            TargetConfig::Name(_) => 1,
+            TargetConfig::Full { weight, .. } => *weight,
+        }
+    }
+    /// Tags.
+    pub fn tags(&self) -> &[String] {
+        match self {
+            TargetConfig::Name(_) => &[],
+            TargetConfig::Full { tags, .. } => tags,
+        }
+    }
+}
+
+/// Route strategies (see `ir::Strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StrategyConfig {
+    /// In order.
+    #[default]
+    Fallback,
+    /// By weight.
+    Weighted,
+    /// Power of two choices over peak-EWMA latency.
+    LeastLatency,
+    /// Lowest price first.
+    Cheapest,
+    /// Second request after the hedge delay; first reply wins.
+    Hedge,
+}
+
+/// Retry policy shared by every route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Retries may be at most this fraction of requests over the window (0.2 = 20%), so an
+    /// outage never multiplies load into a retry storm.
+    pub budget_ratio: f64,
+    /// The budget's sliding window.
+    pub budget_window_secs: u64,
+    /// Retries always allowed per second regardless of the ratio (low-traffic sidecars).
+    pub min_retries_per_sec: u32,
+    /// First backoff before retrying a target already tried (full jitter).
+    pub backoff_base_ms: u64,
+    /// Backoff cap.
+    pub backoff_max_ms: u64,
+    /// A `Retry-After` up to this long is waited out when the same target is retried;
+    /// longer ones eject the target instead.
+    pub max_retry_after_secs: u64,
+    /// Time allowed for all attempts of a request until its first byte.
+    pub deadline_secs: f64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            budget_ratio: 0.2,
+            budget_window_secs: 10,
+            min_retries_per_sec: 5,
+            backoff_base_ms: 50,
+            backoff_max_ms: 2000,
+            max_retry_after_secs: 5,
+            deadline_secs: 120.0,
+        }
+    }
+}
+
+/// Circuit breaker settings of a provider's targets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Open after this many consecutive failures.
+    pub consecutive_failures: u32,
+    /// ...or when this fraction of the window's requests failed...
+    pub failure_ratio: f64,
+    /// ...once the window holds at least this many requests.
+    pub min_requests: u32,
+    /// The sliding window.
+    pub window_secs: u64,
+    /// How long an open breaker stays open before probing.
+    pub cooldown_secs: f64,
+    /// Successful probes needed to close again.
+    pub half_open_probes: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            failure_ratio: 0.5,
+            min_requests: 20,
+            window_secs: 10,
+            cooldown_secs: 5.0,
+            half_open_probes: 2,
+        }
+    }
 }
 
 impl fmt::Display for ProviderKind {
@@ -377,6 +538,8 @@ impl Config {
                 stream_usage: true,
                 rpm: None,
                 tpm: None,
+                idle_timeout_secs: default_idle_timeout(),
+                breaker: BreakerConfig::default(),
             });
         }
         config

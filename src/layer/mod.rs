@@ -2,6 +2,8 @@
 //! surface or a provider module. `stack.rs` orders them.
 
 pub mod auth;
+pub mod balance;
+pub mod breaker;
 pub mod budget;
 pub mod ratelimit;
 pub mod retry;

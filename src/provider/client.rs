@@ -2,6 +2,7 @@
 //! timeouts, reading bounded bodies, and turning an SSE body into an IR event stream.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -142,11 +143,14 @@ pub struct UpstreamStream {
     pending: VecDeque<StreamEvent>,
     scratch: Vec<StreamEvent>,
     finished: bool,
+    idle: Duration,
+    /// Fires when no bytes arrived for `idle`; reset on every frame.
+    idle_timer: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl UpstreamStream {
     /// Wraps a 2xx streaming body.
-    pub fn new(body: Incoming, decoder: Box<dyn wire::StreamDecoder>) -> Self {
+    pub fn new(body: Incoming, decoder: Box<dyn wire::StreamDecoder>, idle: Duration) -> Self {
         Self {
             body,
             parser: sse::Parser::default(),
@@ -154,6 +158,8 @@ impl UpstreamStream {
             pending: VecDeque::new(),
             scratch: Vec::new(),
             finished: false,
+            idle,
+            idle_timer: Box::pin(tokio::time::sleep(idle)),
         }
     }
 
@@ -195,8 +201,20 @@ impl Stream for UpstreamStream {
                 }
                 Ok(None) => {}
             }
-            match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+            let frame = match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(f) => f,
+                Poll::Pending => {
+                    ready!(this.idle_timer.as_mut().poll(cx));
+                    return this.fail(Error::new(
+                        ErrorKind::Timeout,
+                        format!("upstream stream idle for {}s", this.idle.as_secs_f64()),
+                    ));
+                }
+            };
+            match frame {
                 Some(Ok(frame)) => {
+                    let deadline = tokio::time::Instant::now() + this.idle;
+                    this.idle_timer.as_mut().reset(deadline);
                     if let Some(data) = frame.data_ref() {
                         this.parser.push(data);
                     }

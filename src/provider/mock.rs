@@ -45,10 +45,33 @@ const LOREM: &[&str] = &[
 /// Largest `lorem` reply, in words.
 const MAX_LOREM: u32 = 100_000;
 
+/// Faults the mock injects, for failure tests, demos and load runs during an outage. Set by
+/// `switchyard mock` flags or at run time with `POST /mock/faults` on its admin plane.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Answer with this HTTP status (and an error body in the caller's format).
+    pub status: Option<u16>,
+    /// `Retry-After` seconds sent with the status.
+    pub retry_after_secs: Option<u64>,
+    /// Apply the status to every Nth request (1 or absent: every request).
+    pub every: Option<u64>,
+    /// Apply the status to this many requests, then stop (absent: forever).
+    pub count: Option<u64>,
+    /// Added latency before answering, in milliseconds.
+    pub latency_ms: u64,
+    /// Streams stop sending (without ending) after this many events.
+    pub stall_after_events: Option<usize>,
+    /// Streams fail with an error event after this many events.
+    pub fail_after_events: Option<usize>,
+}
+
 /// The mock provider.
 #[derive(Debug, Default)]
 pub struct Mock {
     counter: AtomicU64,
+    faults: std::sync::RwLock<Faults>,
+    faulted: AtomicU64,
 }
 
 fn now() -> u64 {
@@ -66,18 +89,85 @@ struct Answer {
     usage: Usage,
 }
 
+fn fault_error(status: u16, retry_after: Option<u64>) -> Error {
+    let kind = match status {
+        401 => ErrorKind::Unauthenticated,
+        403 => ErrorKind::Forbidden,
+        404 => ErrorKind::NotFound,
+        408 | 504 => ErrorKind::Timeout,
+        429 => ErrorKind::RateLimited,
+        503 | 529 => ErrorKind::Overloaded,
+        s if s >= 500 => ErrorKind::UpstreamStatus,
+        _ => ErrorKind::InvalidRequest,
+    };
+    let mut e = Error::new(kind, format!("mock fault: status {status}")).with_status(status);
+    e.retry_after = retry_after.map(std::time::Duration::from_secs);
+    e
+}
+
 impl Mock {
+    /// Replaces the fault plan.
+    pub fn set_faults(&self, faults: Faults) {
+        if let Ok(mut f) = self.faults.write() {
+            *f = faults;
+        }
+        self.faulted.store(0, Ordering::Relaxed);
+    }
+
+    /// Requests answered (or failed) so far.
+    pub fn calls(&self) -> u64 {
+        self.counter.load(Ordering::Relaxed)
+    }
+
+    /// The fault plan in force.
+    pub fn faults(&self) -> Faults {
+        self.faults.read().map(|f| f.clone()).unwrap_or_default()
+    }
+
     /// Answers one operation for `model`.
     pub async fn call(&self, op: &Operation, model: &str) -> Result<ReplyBody, Error> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let faults = self.faults();
+        if faults.latency_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(faults.latency_ms)).await;
+        }
+        if let Some(status) = faults.status {
+            let every = faults.every.unwrap_or(1).max(1);
+            if n % every == 0 {
+                let k = self.faulted.fetch_add(1, Ordering::Relaxed);
+                if faults.count.is_none_or(|c| k < c) {
+                    return Err(fault_error(status, faults.retry_after_secs));
+                }
+            }
+        }
         match op {
             Operation::Chat(req) => {
-                let n = self.counter.fetch_add(1, Ordering::Relaxed);
                 let answer = answer(req, model)?;
                 let id = format!("chatcmpl-mock{n}");
                 if req.stream {
-                    Ok(ReplyBody::Stream(Box::pin(futures_util::stream::iter(
-                        stream_events(id, model, answer).into_iter().map(Ok),
-                    ))))
+                    let events = stream_events(id, model, answer);
+                    let cut = faults.stall_after_events.or(faults.fail_after_events);
+                    let Some(cut) = cut.filter(|c| *c < events.len()) else {
+                        return Ok(ReplyBody::Stream(Box::pin(futures_util::stream::iter(
+                            events.into_iter().map(Ok),
+                        ))));
+                    };
+                    let head = futures_util::stream::iter(events.into_iter().take(cut).map(Ok));
+                    use futures_util::StreamExt as _;
+                    if faults.stall_after_events.is_some() {
+                        Ok(ReplyBody::Stream(Box::pin(
+                            head.chain(futures_util::stream::pending()),
+                        )))
+                    } else {
+                        let fail = Error::new(
+                            ErrorKind::UpstreamStatus,
+                            "mock fault: stream failed mid-way",
+                        )
+                        .with_status(500);
+                        Ok(ReplyBody::Stream(Box::pin(head.chain(
+                            futures_util::stream::once(async move { Err(fail) }),
+                        ))))
+                    }
                 } else {
                     Ok(ReplyBody::Chat(reply(id, model, answer)))
                 }
@@ -402,6 +492,60 @@ mod tests {
         assert_ne!(a, vector("abd", 8));
         let norm: f32 = a.iter().map(|x| x * x).sum();
         assert!((norm - 1.0).abs() < 1e-4);
+    }
+
+    #[tokio::test]
+    async fn faults_fail_every_nth_request_for_a_count() {
+        let m = Mock::default();
+        m.set_faults(Faults {
+            status: Some(503),
+            every: Some(2),
+            count: Some(2),
+            retry_after_secs: Some(1),
+            ..Faults::default()
+        });
+        let op = Operation::Chat(chat("echo", "x"));
+        let mut statuses = Vec::new();
+        for _ in 0..8 {
+            statuses.push(
+                m.call(&op, "echo")
+                    .await
+                    .err()
+                    .map(|e| (e.status, e.retry_after)),
+            );
+        }
+        let d = Some(std::time::Duration::from_secs(1));
+        assert_eq!(
+            statuses,
+            vec![
+                Some((503, d)),
+                None,
+                Some((503, d)),
+                None,
+                None,
+                None,
+                None,
+                None
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn streams_can_fail_mid_way() {
+        use futures_util::StreamExt;
+        let m = Mock::default();
+        m.set_faults(Faults {
+            fail_after_events: Some(2),
+            ..Faults::default()
+        });
+        let mut req = chat("lorem", "x");
+        req.stream = true;
+        let Ok(ReplyBody::Stream(s)) = m.call(&Operation::Chat(req), "lorem").await else {
+            panic!()
+        };
+        let items: Vec<_> = s.collect().await;
+        assert_eq!(items.len(), 3);
+        assert!(items[2].is_err());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use http::{HeaderName, HeaderValue};
 use http_body_util::Full;
 
-use crate::config::{ProviderConfig, ProviderKind};
+use crate::config::{BreakerConfig, ProviderConfig, ProviderKind};
 use crate::ir::{Attempt, Error, ErrorKind, Reply, ReplyBody, ServedBy};
 use crate::wire;
 
@@ -32,6 +32,8 @@ pub struct Timeouts {
     pub first_byte: Duration,
     /// A whole non-streamed exchange.
     pub total: Duration,
+    /// The longest gap between two stream events.
+    pub idle: Duration,
 }
 
 /// An upstream provider account.
@@ -40,6 +42,8 @@ pub struct Provider {
     pub name: Arc<str>,
     /// Wire kind.
     pub kind: ProviderKind,
+    /// Circuit breaker settings for this provider's targets.
+    pub breaker: BreakerConfig,
     offers: Vec<String>,
     adapter: Adapter,
 }
@@ -136,6 +140,7 @@ impl Provider {
             return Ok(Self {
                 name,
                 kind: cfg.kind,
+                breaker: cfg.breaker.clone(),
                 offers,
                 adapter: Adapter::Mock(mock::Mock::default()),
             });
@@ -173,6 +178,7 @@ impl Provider {
         Ok(Self {
             name,
             kind: cfg.kind,
+            breaker: cfg.breaker.clone(),
             offers,
             adapter: Adapter::Http(Box::new(Http {
                 base_url,
@@ -181,6 +187,7 @@ impl Provider {
                 timeouts: Timeouts {
                     first_byte: secs(cfg.first_byte_timeout_secs),
                     total: secs(cfg.total_timeout_secs),
+                    idle: secs(cfg.idle_timeout_secs),
                 },
                 api_version: cfg.api_version.clone(),
                 stream_usage: cfg.stream_usage,
@@ -196,8 +203,17 @@ impl Provider {
         Self {
             name: Arc::from("mock"),
             kind: ProviderKind::Mock,
+            breaker: BreakerConfig::default(),
             offers: default_offers(ProviderKind::Mock),
             adapter: Adapter::Mock(mock::Mock::default()),
+        }
+    }
+
+    /// The in-process mock, when this is the mock provider (for fault control).
+    pub fn as_mock(&self) -> Option<&mock::Mock> {
+        match &self.adapter {
+            Adapter::Mock(m) => Some(m),
+            Adapter::Http(_) => None,
         }
     }
 
@@ -282,7 +298,8 @@ impl Provider {
                 ProviderKind::Gemini => gemini::stream_decoder(model),
                 _ => openai::stream_decoder(),
             };
-            let mut events = client::UpstreamStream::new(resp.into_body(), decoder);
+            let mut events =
+                client::UpstreamStream::new(resp.into_body(), decoder, h.timeouts.idle);
             // Wait for the first event here, so that a stream failing before its first byte
             // is an ordinary, retryable failure of this attempt rather than a broken reply.
             let left = h.timeouts.first_byte.saturating_sub(started.elapsed());

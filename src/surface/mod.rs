@@ -207,6 +207,20 @@ where
     if let Some(key) = caller_key(&parts.headers) {
         meta.extensions.insert(key);
     }
+    if let Some(tags) = parts
+        .headers
+        .get("x-switchyard-tags")
+        .and_then(|v| v.to_str().ok())
+    {
+        let tags: Vec<String> = tags
+            .split(',')
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if !tags.is_empty() {
+            meta.extensions.insert(ir::RequiredTags(tags));
+        }
+    }
     let stream_opts = openai::StreamOptions::from_op(&op);
     let public_model = op.model().unwrap_or_default().to_owned();
     let result = inner.call(ir::Request { op, meta }).await;

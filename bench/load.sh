@@ -1,0 +1,319 @@
+#!/usr/bin/env bash
+# switchyard load benchmark: mock upstream vs bare hyper proxy vs switchyard, side by side.
+#
+#   bench/load.sh                                  # CONCURRENCY="1 16 64" DURATION=10s
+#   DURATION=5s CONCURRENCY="1 64" bench/load.sh
+#
+# See bench/README.md for what is measured and what the columns mean. Everything binds to
+# 127.0.0.1; every process started here is stopped on exit; every wait is bounded.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CONCURRENCY="${CONCURRENCY:-1 16 64}"
+DURATION="${DURATION:-10s}"
+WARMUP="${WARMUP:-1s}"            # unmeasured oha run before each measured one ("0" to skip)
+MOCK_PORT="${MOCK_PORT:-9101}"
+BARE_PORT="${BARE_PORT:-9102}"
+SY_PORT="${SY_PORT:-4100}"
+SY_ADMIN_PORT="${SY_ADMIN_PORT:-9565}"
+READY_TIMEOUT_S="${READY_TIMEOUT_S:-20}"
+RESULTS_DIR="${RESULTS_DIR:-$ROOT/bench/results}"
+CMDLINE="DURATION=$DURATION CONCURRENCY=\"$CONCURRENCY\" WARMUP=$WARMUP bench/load.sh${*:+ $*}"
+
+export PATH="$HOME/.cargo/bin:$PATH"
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+for tool in curl jq python3 cargo getconf; do
+  command -v "$tool" >/dev/null || die "$tool is required"
+done
+
+# "10s" / "1.5m" / "500ms" / "10" -> whole seconds, rounded up (for the outer timeouts).
+to_secs() {
+  awk -v d="$1" 'BEGIN {
+    n = d + 0; u = d; sub(/^[0-9.]+/, "", u)
+    m = (u == "ms") ? 0.001 : (u == "m") ? 60 : (u == "h") ? 3600 : 1
+    s = n * m; printf "%d", (s == int(s)) ? s : int(s) + 1 }'
+}
+RUN_TIMEOUT_S=$(( $(to_secs "$DURATION") + 60 ))
+WARM_TIMEOUT_S=$(( $(to_secs "$WARMUP") + 60 ))
+
+# ---------------------------------------------------------------------------------------------
+# Tools and builds
+# ---------------------------------------------------------------------------------------------
+if ! command -v oha >/dev/null; then
+  log "installing oha (cargo install oha --locked)"
+  cargo install oha --locked
+fi
+OHA_JSON=(-j)
+if oha --help 2>/dev/null | grep -q -- '--output-format'; then OHA_JSON=(--output-format json); fi
+OHA_WAIT=()
+if oha --help 2>/dev/null | grep -q -- '--wait-ongoing-requests-after-deadline'; then
+  OHA_WAIT=(--wait-ongoing-requests-after-deadline)
+fi
+
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+log "building switchyard (release) into $TARGET_DIR"
+(cd "$ROOT" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release --bin switchyard)
+log "building bench/bare-proxy (release) into $TARGET_DIR/bare-proxy"
+CARGO_TARGET_DIR="$TARGET_DIR/bare-proxy" \
+  cargo build --release --locked --manifest-path "$ROOT/bench/bare-proxy/Cargo.toml"
+SY_BIN="$TARGET_DIR/release/switchyard"
+BARE_BIN="$TARGET_DIR/bare-proxy/release/bare-proxy"
+[[ -x "$SY_BIN" && -x "$BARE_BIN" ]] || die "binaries missing after build"
+
+# ---------------------------------------------------------------------------------------------
+# Processes: started here, stopped on any exit
+# ---------------------------------------------------------------------------------------------
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/switchyard-bench.XXXXXX")"
+PIDS=()
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  local p i
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do
+    for ((i = 0; i < 50; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  if [[ $rc -ne 0 ]]; then
+    log "failed (exit $rc); process logs:"
+    for f in "$WORK"/*.log; do [[ -f "$f" ]] && { echo "--- $f" >&2; tail -n 20 "$f" >&2; }; done
+  fi
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in "$MOCK_PORT" "$BARE_PORT" "$SY_PORT" "$SY_ADMIN_PORT"; do
+  port_in_use "$p" && die "127.0.0.1:$p is already in use (override with MOCK_PORT/BARE_PORT/SY_PORT/SY_ADMIN_PORT)"
+done
+
+now_ns() { date +%s%N; }
+
+# wait_http PID URL WANT: poll (bounded) until URL answers with status WANT ("any" = any HTTP
+# answer at all). Fails if the process dies or READY_TIMEOUT_S passes.
+wait_http() {
+  local pid="$1" url="$2" want="$3" code
+  local deadline=$(( $(now_ns) + READY_TIMEOUT_S * 1000000000 ))
+  while (( $(now_ns) < deadline )); do
+    kill -0 "$pid" 2>/dev/null || die "process $pid exited before $url was ready"
+    code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)"
+    if [[ "$want" == any && "$code" != 000 && -n "$code" ]] || [[ "$code" == "$want" ]]; then
+      return 0
+    fi
+    sleep 0.005 # poll interval
+  done
+  die "$url not ready within ${READY_TIMEOUT_S}s (last status $code)"
+}
+
+status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+# utime + stime (all threads) in clock ticks; the comm field may hold spaces, so cut after ')'.
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+# Reset VmHWM to the current RSS (Linux >= 4.0), so each run's peak is its own. Best effort.
+reset_hwm() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || true; }
+CLK_TCK="$(getconf CLK_TCK)"
+
+log "starting mock upstream on 127.0.0.1:$MOCK_PORT"
+"$SY_BIN" mock --port "$MOCK_PORT" --host 127.0.0.1 >"$WORK/mock.log" 2>&1 &
+MOCK_PID=$!; PIDS+=("$MOCK_PID")
+wait_http "$MOCK_PID" "http://127.0.0.1:$MOCK_PORT/" any
+
+log "starting bare proxy on 127.0.0.1:$BARE_PORT -> 127.0.0.1:$MOCK_PORT"
+"$BARE_BIN" "127.0.0.1:$BARE_PORT" "127.0.0.1:$MOCK_PORT" >"$WORK/bare.log" 2>&1 &
+BARE_PID=$!; PIDS+=("$BARE_PID")
+wait_http "$BARE_PID" "http://127.0.0.1:$BARE_PORT/" any
+BARE_IDLE_RSS_KIB="$(status_kib "$BARE_PID" VmRSS)"
+
+sed "s#http://127.0.0.1:9101/v1#http://127.0.0.1:$MOCK_PORT/v1#" "$ROOT/bench/switchyard.yaml" >"$WORK/switchyard.yaml"
+log "starting switchyard on 127.0.0.1:$SY_PORT (admin 127.0.0.1:$SY_ADMIN_PORT)"
+SY_T0="$(now_ns)"
+"$SY_BIN" serve --config "$WORK/switchyard.yaml" \
+  --listen "127.0.0.1:$SY_PORT" --admin "127.0.0.1:$SY_ADMIN_PORT" >"$WORK/switchyard.log" 2>&1 &
+SY_PID=$!; PIDS+=("$SY_PID")
+wait_http "$SY_PID" "http://127.0.0.1:$SY_ADMIN_PORT/readyz" 200
+SY_READY_MS="$(awk -v ns="$(( $(now_ns) - SY_T0 ))" 'BEGIN { printf "%.1f", ns / 1e6 }')"
+SY_IDLE_RSS_KIB="$(status_kib "$SY_PID" VmRSS)"
+log "switchyard ready in ${SY_READY_MS} ms, idle RSS ${SY_IDLE_RSS_KIB} KiB"
+
+# ---------------------------------------------------------------------------------------------
+# Requests
+# ---------------------------------------------------------------------------------------------
+PROMPT='Say hello to the benchmark in one short sentence.'
+body() { # body MODEL MODE
+  if [[ "$2" == stream ]]; then
+    printf '{"model":"%s","messages":[{"role":"user","content":"%s"}],"max_tokens":16,"stream":true}' "$1" "$PROMPT"
+  else
+    printf '{"model":"%s","messages":[{"role":"user","content":"%s"}]}' "$1" "$PROMPT"
+  fi
+}
+url_of() { case "$1" in mock) echo "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" ;;
+  bare) echo "http://127.0.0.1:$BARE_PORT/v1/chat/completions" ;;
+  switchyard) echo "http://127.0.0.1:$SY_PORT/v1/chat/completions" ;; esac; }
+model_of() { # model_of TARGET MODE: the mock's model names directly, switchyard's route names
+  if [[ "$1" == switchyard ]]; then [[ "$2" == stream ]] && echo chat-stream || echo chat-default
+  else [[ "$2" == stream ]] && echo lorem || echo echo; fi
+}
+pid_of() { case "$1" in mock) echo "$MOCK_PID" ;; bare) echo "$BARE_PID" ;; switchyard) echo "$SY_PID" ;; esac; }
+
+TARGETS=(mock bare switchyard)
+MODES=(unary stream)
+
+# Smoke test: one request per target and mode must answer 200 with the expected shape.
+for mode in "${MODES[@]}"; do
+  for t in "${TARGETS[@]}"; do
+    out="$WORK/smoke-$t-$mode"
+    code="$(curl -s -o "$out" -w '%{http_code}' --max-time 5 -X POST \
+      -H 'content-type: application/json' -d "$(body "$(model_of "$t" "$mode")" "$mode")" "$(url_of "$t")")"
+    [[ "$code" == 200 ]] || die "smoke $t/$mode: HTTP $code: $(head -c 300 "$out")"
+    if [[ "$mode" == stream ]]; then
+      grep -q '^data: \[DONE\]' "$out" || die "smoke $t/$mode: no [DONE] in $(head -c 300 "$out")"
+    else
+      jq -e '.choices[0].message.content' "$out" >/dev/null || die "smoke $t/$mode: $(head -c 300 "$out")"
+    fi
+    log "smoke $t/$mode: 200, $(wc -c <"$out") bytes"
+  done
+done
+
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+RESULTS_TSV="$WORK/results.tsv"
+: >"$RESULTS_TSV"
+ERRORS_TXT="$WORK/errors.txt"
+: >"$ERRORS_TXT"
+
+run_oha() { # run_oha DURATION TIMEOUT CONC TARGET MODE -> JSON on stdout
+  local dur="$1" tmo="$2" c="$3" t="$4" mode="$5"
+  timeout --kill-after=5 "$tmo" oha --no-tui "${OHA_JSON[@]}" "${OHA_WAIT[@]}" -z "$dur" -c "$c" \
+    -m POST -H 'content-type: application/json' -d "$(body "$(model_of "$t" "$mode")" "$mode")" \
+    "$(url_of "$t")"
+}
+
+for mode in "${MODES[@]}"; do
+  for c in $CONCURRENCY; do
+    for t in "${TARGETS[@]}"; do
+      pid="$(pid_of "$t")"
+      if [[ "$(to_secs "$WARMUP")" != 0 ]]; then
+        run_oha "$WARMUP" "$WARM_TIMEOUT_S" "$c" "$t" "$mode" >/dev/null || die "warm-up $t/$mode/c=$c failed"
+      fi
+      kill -0 "$pid" 2>/dev/null || die "$t (pid $pid) died"
+      reset_hwm "$pid"
+      cpu0="$(cpu_ticks "$pid")"
+      json="$WORK/run-$t-$mode-$c.json"
+      log "run $t $mode c=$c for $DURATION"
+      run_oha "$DURATION" "$RUN_TIMEOUT_S" "$c" "$t" "$mode" >"$json" || die "oha failed for $t/$mode/c=$c"
+      cpu1="$(cpu_ticks "$pid")"
+      hwm="$(status_kib "$pid" VmHWM)"
+      # completed = responses with a status; ok = 2xx responses.
+      read -r rps p50 p99 success completed ok < <(jq -r '
+        [ .summary.requestsPerSec, .latencyPercentiles.p50, .latencyPercentiles.p99,
+          .summary.successRate,
+          ([.statusCodeDistribution[]] | add // 0),
+          ([.statusCodeDistribution | to_entries[] | select(.key | startswith("2")) | .value] | add // 0)
+        ] | map(tostring) | join(" ")' "$json")
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$t" "$mode" "$c" "$rps" "$p50" "$p99" "$success" "$completed" "$ok" \
+        "$((cpu1 - cpu0))" "$CLK_TCK" "$hwm" >>"$RESULTS_TSV"
+      jq -r --arg k "$t $mode c=$c" '
+        (.errorDistribution // {} | to_entries[] | "\($k): error \(.key) x\(.value)"),
+        (.statusCodeDistribution // {} | to_entries[] | select(.key | startswith("2") | not)
+          | "\($k): HTTP \(.key) x\(.value)")' "$json" >>"$ERRORS_TXT"
+    done
+  done
+done
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+mkdir -p "$RESULTS_DIR"
+STAMP="$(date +%Y-%m-%d-%H%M)"
+OUT="$RESULTS_DIR/$STAMP.md"
+CPU_MODEL="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)"
+GIT_REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [[ -n "$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock bench/bare-proxy 2>/dev/null)" ]]; then
+  GIT_REV="$GIT_REV (dirty)"
+fi
+
+STAMP="$STAMP" CMDLINE="$CMDLINE" DURATION="$DURATION" WARMUP="$WARMUP" WARMUP_S="$(to_secs "$WARMUP")" \
+MACHINE="nproc=$(nproc), kernel $(uname -r), CPU ${CPU_MODEL:-unknown}, load average before the runs: $LOAD_BEFORE" \
+VERSIONS="switchyard $GIT_REV, $(rustc --version 2>/dev/null || echo 'rustc ?'), $(oha --version 2>/dev/null | head -n1)" \
+SY_READY_MS="$SY_READY_MS" SY_IDLE_RSS_KIB="$SY_IDLE_RSS_KIB" BARE_IDLE_RSS_KIB="$BARE_IDLE_RSS_KIB" \
+python3 - "$RESULTS_TSV" "$ERRORS_TXT" >"$OUT.tmp" <<'PY'
+import os, sys
+E = os.environ
+rows = []
+for line in open(sys.argv[1]):
+    t, mode, c, rps, p50, p99, succ, done, ok, ticks, tck, hwm = line.rstrip("\n").split("\t")
+    done = int(done)
+    cpu_us = int(ticks) * 1e6 / int(tck) / done if done else float("nan")
+    rows.append(dict(t=t, mode=mode, c=int(c), rps=float(rps), p50=float(p50) * 1e3,
+                     p99=float(p99) * 1e3, succ=float(succ) * 100, done=done, ok=int(ok),
+                     cpu=cpu_us, hwm=int(hwm) / 1024))
+errors = [l.rstrip("\n") for l in open(sys.argv[2]) if l.strip()]
+by = {(r["t"], r["mode"], r["c"]): r for r in rows}
+
+print("# switchyard load benchmark, " + E["STAMP"])
+print()
+print("Command: `" + E["CMDLINE"] + "`")
+print()
+print("Machine: " + E["MACHINE"] + ". oha, the mock upstream and the proxy under test "
+      "all share these cores.")
+print()
+print("Versions: " + E["VERSIONS"])
+print()
+print("switchyard: start to `/readyz` 200 in **%s ms**; idle RSS before load **%.1f MiB** "
+      "(bare proxy idle RSS %.1f MiB)." % (E["SY_READY_MS"], int(E["SY_IDLE_RSS_KIB"]) / 1024,
+                                           int(E["BARE_IDLE_RSS_KIB"]) / 1024))
+print()
+print("Budget (switchyard vs bare proxy): CPU/request ratio <= 1.5x, added p50 <= +50 us.")
+print()
+hdr = ["target", "mode", "conc", "req/s", "p50 ms", "p99 ms", "success", "requests",
+       "CPU us/req", "CPU ratio vs bare", "p50 +us vs bare", "p50 +us vs mock",
+       "peak RSS MiB", "budget"]
+print("| " + " | ".join(hdr) + " |")
+print("|" + "|".join(["---"] * 2 + ["--:"] * (len(hdr) - 3) + [":-:"]) + "|")
+for r in rows:
+    bare = by.get(("bare", r["mode"], r["c"]))
+    mock = by.get(("mock", r["mode"], r["c"]))
+    proxy = r["t"] != "mock"
+    cpu = "%.1f" % r["cpu"] if proxy else "-"
+    ratio = dp50 = dmock = rss = budget = "-"
+    if proxy:
+        rss = "%.1f" % r["hwm"]
+        if bare:
+            ratio = "%.2fx" % (r["cpu"] / bare["cpu"])
+            dp50 = "%+.0f" % ((r["p50"] - bare["p50"]) * 1e3)
+        if mock:
+            dmock = "%+.0f" % ((r["p50"] - mock["p50"]) * 1e3)
+    if r["t"] == "switchyard" and bare:
+        over = []
+        if r["cpu"] / bare["cpu"] > 1.5: over.append("CPU")
+        if (r["p50"] - bare["p50"]) * 1e3 > 50: over.append("p50")
+        if r["succ"] < 100: over.append("errors")
+        budget = "ok" if not over else "OVER: " + ", ".join(over)
+    print("| %s | %s | %d | %.0f | %.3f | %.3f | %.2f%% | %d | %s | %s | %s | %s | %s | %s |" % (
+        r["t"], r["mode"], r["c"], r["rps"], r["p50"], r["p99"], r["succ"], r["done"],
+        cpu, ratio, dp50, dmock, rss, budget))
+print()
+if errors:
+    print("Errors and non-2xx responses:")
+    print()
+    for e in errors:
+        print("- " + e)
+else:
+    print("No errors and no non-2xx responses in any measured run.")
+print()
+print("Columns are described in bench/README.md. mode unary = model echo, small prompt; "
+      "stream = model lorem, max_tokens 16, stream true (latency = until the last SSE byte). " +
+      ("Each measured run of %s follows an unmeasured %s warm-up at the same concurrency."
+       % (E["DURATION"], E["WARMUP"]) if E["WARMUP_S"] != "0" else
+       "Each measured run of %s had no warm-up (WARMUP=0)." % E["DURATION"]))
+PY
+mv "$OUT.tmp" "$OUT"
+echo
+cat "$OUT"
+echo
+log "saved $OUT"
