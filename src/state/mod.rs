@@ -10,7 +10,7 @@
 //! All limits here are per minute. Keys are written by callers (layers) with a Redis Cluster
 //! hash tag per principal, so the keys one step touches share a slot.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,17 +111,23 @@ pub fn build(config: &StateConfig) -> Result<SharedState, StateError> {
     }
 }
 
-static BACKEND_HEALTHY: AtomicBool = AtomicBool::new(true);
+/// How many shared-state backends of this process are unreachable right now.
+static BACKENDS_DOWN: AtomicUsize = AtomicUsize::new(0);
 
-/// Whether the process's shared-state backend answers (always true for `memory`). Also
-/// exported as the `switchyard_state_backend_up` gauge.
+/// Whether every shared-state backend of the process answers (always true for `memory`).
+/// Also exported as the `switchyard_state_backend_up` gauge.
 pub fn backend_healthy() -> bool {
-    BACKEND_HEALTHY.load(Ordering::Relaxed)
+    BACKENDS_DOWN.load(Ordering::Relaxed) == 0
 }
 
+/// Records one backend going down (`false`) or coming back (`true`).
 pub(crate) fn set_backend_healthy(up: bool) {
-    BACKEND_HEALTHY.store(up, Ordering::Relaxed);
-    crate::telemetry::metrics::state_backend_up().set(i64::from(up));
+    let down = if up {
+        BACKENDS_DOWN.fetch_sub(1, Ordering::Relaxed) - 1
+    } else {
+        BACKENDS_DOWN.fetch_add(1, Ordering::Relaxed) + 1
+    };
+    crate::telemetry::metrics::state_backend_up().set(i64::from(down == 0));
 }
 
 /// One GCRA step for one cell, in microseconds: the cell's stored theoretical arrival time

@@ -143,7 +143,8 @@ impl RedisState {
             .set_number_of_retries(1);
         let conn = ConnectionManager::new_lazy_with_config(client, cm)
             .map_err(|e| StateError(format!("cannot set up the Redis connection: {e}")))?;
-        crate::telemetry::metrics::state_backend_up().set(1);
+        // Registers the gauge with the process's metrics.
+        let _ = crate::telemetry::metrics::state_backend_up();
         Ok(Self {
             conn,
             local: MemoryState::new(),
@@ -233,6 +234,15 @@ impl RedisState {
                 })
                 .collect(),
         )
+    }
+}
+
+impl Drop for RedisState {
+    fn drop(&mut self) {
+        // A backend dropped (config reload, shutdown) while down no longer counts as down.
+        if !self.healthy.load(Ordering::Relaxed) {
+            super::set_backend_healthy(true);
+        }
     }
 }
 
