@@ -690,4 +690,61 @@ models:
         assert_eq!(interpolate("${UNSET:-fallback}", &s).unwrap(), "fallback");
         assert!(interpolate("${UNTERMINATED", &s).is_err());
     }
+
+    #[test]
+    fn keys_state_and_prices_load() {
+        let s = Map(HashMap::from([
+            ("TEAM_A_KEY", "sk-a"),
+            (
+                "/run/keys.yaml",
+                "- name: file-key\n  key_sha256: 2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae\n  rpm: 5\n",
+            ),
+        ]));
+        let c = load_str(
+            "state:\n  backend: redis\n  url: redis://127.0.0.1:6379\nkeys_file: /run/keys.yaml\nkeys:\n  - name: team-a\n    key: ${TEAM_A_KEY}\n    team: search\n    models: [\"chat-*\"]\n    rpm: 60\n    tpm: 100000\n    budget_usd_per_day: 5\nproviders:\n  - {name: p, kind: mock, rpm: 500, tpm: 200000}\nprices:\n  my-model: {input: 1, output: 2, cached_input: 0.5}\n",
+            &s,
+        )
+        .unwrap();
+        assert_eq!(c.state.backend, crate::config::StateBackend::Redis);
+        assert_eq!(c.keys.len(), 2);
+        assert_eq!(c.keys[0].key.as_ref().unwrap().expose(), "sk-a");
+        assert_eq!(c.keys[1].name.value, "file-key");
+        assert_eq!(c.providers[0].rpm, Some(500));
+        assert_eq!(c.prices["my-model"].cached_input, Some(0.5));
+        assert!(!format!("{c:?}").contains("sk-a"));
+    }
+
+    #[test]
+    fn bad_keys_and_state_name_the_field() {
+        let e = err("keys:\n  - name: a\n    key: x\n    key_sha256: ab\n");
+        assert!(
+            e.contains("line 2") && e.contains("keys[0].key") && e.contains("exactly one"),
+            "{e}"
+        );
+        let e = err("keys:\n  - name: a\n    key_sha256: abc\n");
+        assert!(
+            e.contains("keys[0].key_sha256") && e.contains("64 hex"),
+            "{e}"
+        );
+        let e = err("keys:\n  - {name: a, key: x}\n  - {name: b, key: x}\n");
+        assert!(e.contains("line 3") && e.contains("same key"), "{e}");
+        let e = err("keys:\n  - {name: a, key: x, rpm: 0}\n");
+        assert!(e.contains("keys[0].rpm"), "{e}");
+        let e = err("keys:\n  - {name: a, key: x, budget_usd_per_day: -1}\n");
+        assert!(e.contains("budget_usd_per_day"), "{e}");
+        let e = err("keys:\n  - {name: a, key: x, rmp: 3}\n");
+        assert!(e.contains("rmp"), "{e}");
+        let e = err("state:\n  backend: redis\n");
+        assert!(e.contains("state.url: required"), "{e}");
+        let e = err("state:\n  backend: redis\n  url: http://x\n");
+        assert!(e.contains("state.url") && e.contains("redis://"), "{e}");
+        let e = err("state:\n  backend: etcd\n");
+        assert!(e.contains("etcd"), "{e}");
+        let e = err("providers:\n  - {name: p, kind: mock, tpm: 0}\n");
+        assert!(e.contains("providers[0].tpm"), "{e}");
+        let e = err("prices:\n  m: {input: -1, output: 1}\n");
+        assert!(e.contains("prices.m"), "{e}");
+        let e = err("keys_file: /nope.yaml\n");
+        assert!(e.contains("keys_file") && e.contains("/nope.yaml"), "{e}");
+    }
 }
