@@ -1,29 +1,12 @@
 //! Keys, limits and budgets end to end on the memory backend: statuses, error formats and
 //! headers on the wire, and the admin plane's `/spend`.
 
+mod admin;
 mod common;
 
-use std::net::SocketAddr;
-
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::{gateway, Gateway};
-
-/// `GET` on the admin plane, body as JSON.
-pub async fn admin_json(addr: SocketAddr, path: &str) -> Value {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("admin up");
-    let req = format!("GET {path} HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
-}
 
 const CONFIG: &str = "
 listen: 127.0.0.1:0
@@ -134,7 +117,7 @@ async fn a_spent_budget_is_429_naming_it_and_spend_reports_it() {
         "{msg}"
     );
     assert!(r.header("retry-after").is_some());
-    let spend = admin_json(g.running.admin_addr, "/spend").await;
+    let spend = admin::get_json(g.running.admin_addr, "/spend").await;
     assert_eq!(spend["backend"], "memory");
     let b = &spend["keys"][1];
     assert_eq!(b["name"], "team-b");
@@ -162,7 +145,7 @@ async fn streams_are_charged_when_they_end() {
     assert!(r.text().contains("[DONE]"));
     let mut spent = Value::Null;
     for _ in 0..50 {
-        let spend = admin_json(g.running.admin_addr, "/spend").await;
+        let spend = admin::get_json(g.running.admin_addr, "/spend").await;
         spent = spend["keys"][1]["spent_usd_today"].clone();
         if spent == 9.0 {
             break;
@@ -182,7 +165,7 @@ async fn without_keys_everyone_is_anonymous_and_spend_is_recorded() {
         g.post("/v1/chat/completions", &[], &chat()).await.status,
         200
     );
-    let spend = admin_json(g.running.admin_addr, "/spend").await;
+    let spend = admin::get_json(g.running.admin_addr, "/spend").await;
     assert_eq!(spend["keys"][0]["name"], "anonymous");
     assert_eq!(spend["keys"][0]["spent_usd_today"], 9.0);
 }

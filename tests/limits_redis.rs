@@ -4,6 +4,7 @@
 //! Each test writes under its own key prefix. Without Redis these tests skip — except under
 //! CI (`CI` set), where a missing Redis is a failure.
 
+mod admin;
 mod common;
 
 use std::net::{SocketAddr, TcpListener};
@@ -86,17 +87,7 @@ async fn call(g: &Gateway) -> common::Resp {
 }
 
 async fn spend(addr: SocketAddr) -> Value {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("admin up");
-    s.write_all(b"GET /spend HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf);
-    let body = text.split_once("\r\n\r\n").expect("a response").1;
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    admin::get_json(addr, "/spend").await
 }
 
 #[tokio::test]
