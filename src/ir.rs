@@ -535,6 +535,10 @@ impl fmt::Debug for Reply {
 pub enum ReplyBody {
     /// A complete chat reply.
     Chat(ChatReply),
+    /// A complete chat reply kept in the upstream's own bytes, for a caller that speaks the
+    /// same format: forwarded without re-serialising. Usage and finish reasons were read on
+    /// the way for accounting.
+    Raw(RawReply),
     /// A streamed chat reply.
     Stream(EventStream),
     /// Embeddings.
@@ -543,6 +547,21 @@ pub enum ReplyBody {
     TokenCount(u64),
     /// Model list.
     Models(Vec<ModelInfo>),
+}
+
+/// A chat reply in its upstream wire format.
+#[derive(Debug, Clone)]
+pub struct RawReply {
+    /// The wire format of `body`.
+    pub format: Format,
+    /// The upstream's JSON, as received.
+    pub body: bytes::Bytes,
+    /// Usage read from it.
+    pub usage: Option<Usage>,
+    /// The model the upstream says answered.
+    pub model: String,
+    /// Finish reason per choice.
+    pub finish_reasons: Vec<FinishReason>,
 }
 
 /// The target that served a reply.
@@ -1117,6 +1136,7 @@ impl Reply {
     pub fn on_settle(mut self, f: impl FnOnce(&Settlement) + Send + 'static) -> Self {
         let usage = match &self.body {
             ReplyBody::Chat(c) => Some(c.usage),
+            ReplyBody::Raw(r) => Some(r.usage),
             ReplyBody::Embeddings(e) => Some(e.usage),
             ReplyBody::TokenCount(_) | ReplyBody::Models(_) => Some(None),
             ReplyBody::Stream(_) => None,

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod cost;
+pub mod inject;
 pub mod ir;
 pub mod layer;
 pub mod provider;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use switchyard::config::{self, Config, Env};
-use switchyard::{server, stack};
+use switchyard::{inject, server, stack};
 
 #[derive(Parser)]
 #[command(
@@ -65,6 +65,89 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
     },
+    /// Serve the Kubernetes sidecar-injection webhook (HTTPS `POST /mutate`, `GET /healthz`).
+    Inject(Box<InjectArgs>),
+}
+
+/// The webhook's flags; each has an environment variable for the Helm chart.
+#[derive(clap::Args)]
+struct InjectArgs {
+    /// Address to serve HTTPS on.
+    #[arg(long, env = "SWITCHYARD_INJECT_LISTEN", default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    /// TLS certificate chain (PEM); re-read when it changes.
+    #[arg(long, env = "SWITCHYARD_INJECT_CERT")]
+    cert: PathBuf,
+    /// TLS private key (PEM).
+    #[arg(long, env = "SWITCHYARD_INJECT_KEY")]
+    key: PathBuf,
+    /// The switchyard image injected as the sidecar.
+    #[arg(long, env = "SWITCHYARD_INJECT_IMAGE")]
+    image: Option<String>,
+    /// The sidecar's image pull policy.
+    #[arg(
+        long,
+        env = "SWITCHYARD_INJECT_IMAGE_PULL_POLICY",
+        default_value = "IfNotPresent"
+    )]
+    image_pull_policy: String,
+    /// Default ConfigMap holding `switchyard.yaml` (annotation `switchyard.dev/config`).
+    #[arg(
+        long,
+        env = "SWITCHYARD_INJECT_CONFIG_MAP",
+        default_value = "switchyard"
+    )]
+    config_map: String,
+    /// Default Secret holding provider keys (annotation `switchyard.dev/secret`).
+    #[arg(
+        long,
+        env = "SWITCHYARD_INJECT_SECRET",
+        default_value = "switchyard-provider-keys"
+    )]
+    secret: String,
+    /// The webhook's own namespace: its pods are never injected.
+    #[arg(long, env = "SWITCHYARD_INJECT_NAMESPACE")]
+    namespace: Option<String>,
+    /// Default data-plane port (annotation `switchyard.dev/port`).
+    #[arg(long, env = "SWITCHYARD_INJECT_PORT", default_value_t = 4000)]
+    port: u16,
+    /// Default admin-plane port (annotation `switchyard.dev/admin-port`).
+    #[arg(long, env = "SWITCHYARD_INJECT_ADMIN_PORT", default_value_t = 9464)]
+    admin_port: u16,
+    /// Default sidecar CPU request; empty for none.
+    #[arg(long, env = "SWITCHYARD_INJECT_CPU_REQUEST", default_value = "50m")]
+    cpu_request: String,
+    /// Default sidecar memory request; empty for none.
+    #[arg(long, env = "SWITCHYARD_INJECT_MEMORY_REQUEST", default_value = "32Mi")]
+    memory_request: String,
+    /// Default sidecar CPU limit; empty for none.
+    #[arg(long, env = "SWITCHYARD_INJECT_CPU_LIMIT", default_value = "")]
+    cpu_limit: String,
+    /// Default sidecar memory limit; empty for none.
+    #[arg(long, env = "SWITCHYARD_INJECT_MEMORY_LIMIT", default_value = "128Mi")]
+    memory_limit: String,
+}
+
+impl InjectArgs {
+    fn settings(&self) -> inject::Settings {
+        let q = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_owned());
+        let defaults = inject::Settings::default();
+        inject::Settings {
+            image: self.image.clone().unwrap_or(defaults.image),
+            image_pull_policy: self.image_pull_policy.clone(),
+            config_map: self.config_map.clone(),
+            secret: self.secret.clone(),
+            namespace: self.namespace.clone().filter(|n| !n.is_empty()),
+            port: self.port,
+            admin_port: self.admin_port,
+            resources: inject::Resources {
+                cpu_request: q(&self.cpu_request),
+                memory_request: q(&self.memory_request),
+                cpu_limit: q(&self.cpu_limit),
+                memory_limit: q(&self.memory_limit),
+            },
+        }
+    }
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Config, String> {
@@ -101,13 +184,16 @@ fn main() -> ExitCode {
                         return ExitCode::from(2);
                     }
                 };
-                if let Some(l) = listen {
-                    cfg.listen = l;
-                }
-                if let Some(a) = admin {
-                    cfg.admin = a;
-                }
-                serve(cfg).await
+                let overrides = move |c: &mut Config| {
+                    if let Some(l) = listen {
+                        c.listen = l;
+                    }
+                    if let Some(a) = admin {
+                        c.admin = a;
+                    }
+                };
+                overrides(&mut cfg);
+                serve(cfg, config, overrides).await
             }
             Command::Check { config } => match load(Some(&config)) {
                 Ok(cfg) => match stack::routes(&cfg, Default::default()) {
@@ -125,6 +211,7 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             },
+            Command::Inject(args) => run_inject(*args).await,
             Command::Mock {
                 port,
                 host,
@@ -155,7 +242,14 @@ fn main() -> ExitCode {
     })
 }
 
-async fn serve(cfg: Config) -> ExitCode {
+async fn serve(
+    cfg: Config,
+    path: Option<PathBuf>,
+    overrides: impl Fn(&mut Config) + Send + 'static,
+) -> ExitCode {
+    // Before anything is announced: an early SIGTERM drains instead of killing the process,
+    // and the second signal is not lost while the first is being handled.
+    let mut signals = server::Signals::new();
     let running = match server::start(&cfg).await {
         Ok(r) => r,
         Err(e) => {
@@ -172,8 +266,46 @@ async fn serve(cfg: Config) -> ExitCode {
     );
     eprint!("{}", switchyard::route::describe_text(&cfg, &routes));
     eprintln!("point an OpenAI SDK at http://{}/v1", running.data_addr);
-    server::shutdown_signal().await;
-    eprintln!("switchyard: shutting down, draining in-flight requests");
-    running.shutdown(server::DRAIN_GRACE).await;
+    if let Some(path) = path {
+        // Hot reload: a bad version is refused and the running one keeps serving.
+        if let Err(e) = running.watch_config(path, overrides) {
+            eprintln!("switchyard: {e}; config changes need a restart");
+        }
+    }
+    let _ = signals.recv().await;
+    eprintln!("switchyard: shutting down, draining in-flight requests (a second signal quits now)");
+    tokio::select! {
+        _ = running.shutdown(server::DRAIN_GRACE) => ExitCode::SUCCESS,
+        _ = signals.recv() => {
+            eprintln!("switchyard: second signal, quitting without draining");
+            ExitCode::from(130)
+        }
+    }
+}
+
+async fn run_inject(args: InjectArgs) -> ExitCode {
+    let settings = args.settings();
+    let webhook = match inject::server::Certificate::load(args.cert.clone(), args.key.clone()) {
+        Ok(cert) => inject::server::Webhook::bind(args.listen, cert, settings).await,
+        Err(e) => Err(e),
+    };
+    let webhook = match webhook {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("switchyard inject: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!(
+        "switchyard inject {} serving https://{}/mutate",
+        env!("CARGO_PKG_VERSION"),
+        webhook.local_addr().unwrap_or(args.listen)
+    );
+    webhook
+        .serve(
+            server::shutdown_signal(),
+            std::time::Duration::from_secs(10),
+        )
+        .await;
     ExitCode::SUCCESS
 }

@@ -22,9 +22,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::watch::{ConfigWatch, WatchError};
+use crate::config::{Config, ConfigError};
 use crate::route::{Control, SharedRoutes};
 use crate::stack;
+use crate::telemetry::metrics::{self, ReloadResult};
 
 /// How long in-flight requests may run after shutdown begins.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(30);
@@ -37,16 +39,111 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     /// The live routing table.
     pub routes: SharedRoutes,
+    reloader: Reloader,
+    ready: Arc<AtomicBool>,
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    admin_stop: watch::Sender<bool>,
+    data_task: JoinHandle<()>,
+    admin_task: JoinHandle<()>,
 }
 
 impl Running {
-    /// Stops accepting, drains in-flight requests (up to `grace`), and returns when done.
+    /// Fails readiness, stops accepting, drains in-flight requests and streams (up to
+    /// `grace`), and returns when done. The admin plane answers (`/readyz` 503, `/metrics`)
+    /// until the data plane has drained.
     pub async fn shutdown(self, grace: Duration) {
+        // Readiness first: the pod leaves its Service's endpoints before anything is refused.
+        self.ready.store(false, Ordering::SeqCst);
         let _ = self.stop.send(true);
-        let all = futures_util::future::join_all(self.tasks);
-        let _ = tokio::time::timeout(grace + Duration::from_secs(1), all).await;
+        let _ = tokio::time::timeout(grace + Duration::from_secs(1), self.data_task).await;
+        let _ = self.admin_stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.admin_task).await;
+    }
+
+    /// What applies new config generations to this server.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// Watches the config file at `path` (and its secret files) and applies each new version
+    /// until shutdown; `adjust` re-applies command-line overrides to every new version.
+    pub fn watch_config(
+        &self,
+        path: std::path::PathBuf,
+        adjust: impl Fn(&mut Config) + Send + 'static,
+    ) -> Result<(), WatchError> {
+        self.watch_with(ConfigWatch::new(path)?, adjust);
+        Ok(())
+    }
+
+    /// [`Running::watch_config`] with a watcher built by the caller (tests: short intervals).
+    pub fn watch_with(
+        &self,
+        mut watch: ConfigWatch,
+        adjust: impl Fn(&mut Config) + Send + 'static,
+    ) {
+        let reloader = self.reloader();
+        let mut stopped = self.stop.subscribe();
+        metrics::config_reloads();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    next = watch.changed() => next,
+                    _ = stopped.wait_for(|s| *s) => break,
+                };
+                reloader.apply(next.map(|mut c| {
+                    adjust(&mut c);
+                    c
+                }));
+            }
+        });
+    }
+}
+
+/// Applies config generations: the new routing table is built first and swapped whole;
+/// requests in flight keep the table they started with.
+#[derive(Clone)]
+pub struct Reloader {
+    routes: SharedRoutes,
+    control: Arc<Control>,
+    /// Limits and spend: kept across reloads, so provider limits keep their cells.
+    state: crate::state::SharedState,
+    /// What needs a restart: (listen, admin, max_body_bytes) as started.
+    fixed: (SocketAddr, SocketAddr, usize),
+}
+
+impl Reloader {
+    /// Applies one loaded (or refused) version; counts `switchyard_config_reload_total`.
+    pub fn apply(&self, next: Result<Config, ConfigError>) -> ReloadResult {
+        let result = match next.map_err(|e| e.to_string()).and_then(|c| {
+            let make = stack::target_maker(&c, &self.state);
+            let routes =
+                stack::routes_with(&c, self.control.clone(), &make).map_err(|e| e.message)?;
+            Ok((c, routes))
+        }) {
+            Ok((config, routes)) => {
+                let fixed = (config.listen, config.admin, config.max_body_bytes);
+                if fixed != self.fixed {
+                    tracing::warn!(
+                        "listen, admin and max_body_bytes change only on restart; keeping {:?}",
+                        self.fixed
+                    );
+                }
+                self.routes.store(Arc::new(routes));
+                tracing::info!(
+                    providers = config.providers.len(),
+                    models = config.models.len(),
+                    "config reloaded"
+                );
+                ReloadResult::Success
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "new config refused; the previous one keeps serving");
+                ReloadResult::RolledBack
+            }
+        };
+        metrics::config_reload(result);
+        result
     }
 }
 
@@ -68,8 +165,9 @@ pub enum StartError {
 
 /// Binds both planes and starts serving in the background.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
-    let stack = stack::build(config, Arc::new(Control::default()))
-        .map_err(|e| StartError::Build(e.message))?;
+    // Operator overrides (drain, pin) live beside the routing table and survive reloads.
+    let control = Arc::new(Control::default());
+    let stack = stack::build(config, control.clone()).map_err(|e| StartError::Build(e.message))?;
     let data = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -91,6 +189,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         source,
     })?;
     let (stop, stopped) = watch::channel(false);
+    let (admin_stop, admin_stopped) = watch::channel(false);
+    // Ready from here on: a config is loaded (an invalid one never gets this far).
     let ready = Arc::new(AtomicBool::new(true));
     let admin_state = Arc::new(Admin {
         ready: ready.clone(),
@@ -117,23 +217,27 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             Ok::<_, Infallible>(admin.handle(&req))
         }
     });
-    let mut admin_stopped = stopped.clone();
-    let ready_flag = ready.clone();
-    let admin_task = tokio::spawn(async move {
-        // Readiness fails as soon as shutdown begins, so the pod leaves its Service first.
-        let flag = tokio::spawn(async move {
-            let _ = admin_stopped.wait_for(|s| *s).await;
-            ready_flag.store(false, Ordering::SeqCst);
-        });
-        accept_loop(admin, admin_svc, stopped, Duration::from_secs(1)).await;
-        flag.abort();
-    });
+    let admin_task = tokio::spawn(accept_loop(
+        admin,
+        admin_svc,
+        admin_stopped,
+        Duration::from_secs(1),
+    ));
     Ok(Running {
         data_addr,
         admin_addr,
+        reloader: Reloader {
+            routes: stack.routes.clone(),
+            control,
+            state: stack.state.clone(),
+            fixed: (config.listen, config.admin, config.max_body_bytes),
+        },
         routes: stack.routes,
+        ready,
         stop,
-        tasks: vec![data_task, admin_task],
+        admin_stop,
+        data_task,
+        admin_task,
     })
 }
 
@@ -267,25 +371,60 @@ impl Admin {
 
 /// Waits for SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+    Signals::new().recv().await
+}
+
+/// SIGTERM and Ctrl-C, registered when created: a signal that arrives before anyone waits is
+/// kept, not lost to the default action (which would kill the process undrained).
+pub struct Signals {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Registers the handlers now.
+    pub fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Self {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// Waits for the next signal.
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            }
+            tokio::select! {
+                _ = next(&mut self.term) => {}
+                _ = next(&mut self.int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -392,7 +531,8 @@ impl Admin {
                     return Some(json(StatusCode::NOT_FOUND, serde_json::json!({"error": "no mock provider"})));
                 };
                 if m == Method::GET {
-                    return Some(json(StatusCode::OK, serde_json::json!(mock.faults())));
+                    let body = serde_json::json!({"faults": mock.faults(), "calls": mock.calls()});
+                    return Some(json(StatusCode::OK, body));
                 }
                 let faults = if m == Method::DELETE {
                     Ok(crate::provider::mock::Faults::default())

@@ -176,6 +176,29 @@ pub fn write_event(out: &mut BytesMut, event: Option<&str>, data: &str) {
     out.put_u8(b'\n');
 }
 
+/// Writes one event whose data is `value` as compact JSON, serialized straight into `out`
+/// (compact JSON has no raw newlines, so it is always one `data:` line).
+pub fn write_json_event<T: serde::Serialize + ?Sized>(
+    out: &mut BytesMut,
+    event: Option<&str>,
+    value: &T,
+) {
+    use bytes::BufMut as _;
+    if let Some(name) = event {
+        out.put_slice(b"event: ");
+        out.put_slice(name.as_bytes());
+        out.put_u8(b'\n');
+    }
+    out.put_slice(b"data: ");
+    let mut w = out.writer();
+    if serde_json::to_writer(&mut w, value).is_err() {
+        // Serializing our own types does not fail; if it ever did, the event stays parseable.
+        w.get_mut().put_slice(b"null");
+    }
+    let out = w.into_inner();
+    out.put_slice(b"\n\n");
+}
+
 /// One event as bytes (see [`write_event`]).
 pub fn event_bytes(event: Option<&str>, data: &str) -> Bytes {
     let mut out = BytesMut::new();

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 mod load;
+pub mod watch;
 
 pub use load::{load_file, load_str, ConfigError, Env, Secret, Strings};
 

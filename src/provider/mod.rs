@@ -324,7 +324,11 @@ impl Provider {
         match self.kind {
             ProviderKind::Anthropic => anthropic::decode(op, &body),
             ProviderKind::Gemini => gemini::decode(op, &body, model),
-            _ => openai::decode(op, &body),
+            _ => openai::decode(
+                op,
+                body,
+                attempt.request.meta.surface == crate::ir::Format::OpenAi,
+            ),
         }
     }
 }

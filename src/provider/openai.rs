@@ -42,11 +42,19 @@ pub(super) fn encode(
     Ok((path, body))
 }
 
-pub(super) fn decode(op: &Operation, body: &[u8]) -> Result<ReplyBody, Error> {
+/// `same_format`: the caller speaks OpenAI too, so the reply is forwarded in its own bytes.
+pub(super) fn decode(
+    op: &Operation,
+    body: bytes::Bytes,
+    same_format: bool,
+) -> Result<ReplyBody, Error> {
     match op {
-        Operation::Chat(_) => Ok(ReplyBody::Chat(openai::decode_chat_reply(body)?)),
+        Operation::Chat(_) if same_format => {
+            Ok(ReplyBody::Raw(openai::summarise_chat_reply(body)?))
+        }
+        Operation::Chat(_) => Ok(ReplyBody::Chat(openai::decode_chat_reply(&body)?)),
         Operation::Embeddings(_) => Ok(ReplyBody::Embeddings(openai::decode_embeddings_reply(
-            body,
+            &body,
         )?)),
         _ => Err(Error::new(
             ErrorKind::Internal,

@@ -31,6 +31,13 @@ pub(super) fn decode_count_tokens(body: &[u8]) -> Result<Operation, Error> {
 pub(super) fn encode_reply(body: ReplyBody, public_model: &str) -> http::Response<Body> {
     match body {
         ReplyBody::Chat(r) => json_response(StatusCode::OK, wire::encode_reply(&r)),
+        ReplyBody::Raw(r) if r.format == crate::ir::Format::Anthropic => {
+            json_response(StatusCode::OK, r.body)
+        }
+        ReplyBody::Raw(r) => match super::decode_raw(&r) {
+            Ok(c) => json_response(StatusCode::OK, wire::encode_reply(&c)),
+            Err(e) => super::error_response(crate::ir::Format::Anthropic, &e),
+        },
         ReplyBody::Stream(s) => sse_response(s, Box::new(wire::StreamEncoder::new(public_model))),
         ReplyBody::Models(m) => json_response(StatusCode::OK, wire::encode_models(&m)),
         ReplyBody::TokenCount(n) => json_response(StatusCode::OK, wire::encode_count_tokens(n)),

@@ -76,7 +76,7 @@ fn endpoint(method: &Method, path: &str, headers: &http::HeaderMap) -> Endpoint 
         "/models" => (Method::GET, Endpoint::Models(format)),
         r if r.starts_with("/models/") && format == Format::OpenAi => (
             Method::GET,
-            Endpoint::OpenAiModel(r["/models/".len()..].to_owned()),
+            Endpoint::OpenAiModel(percent_decode(&r["/models/".len()..])),
         ),
         _ => return Endpoint::NotFound(format),
     };
@@ -85,6 +85,32 @@ fn endpoint(method: &Method, path: &str, headers: &http::HeaderMap) -> Endpoint 
     } else {
         Endpoint::MethodNotAllowed(format, want)
     }
+}
+
+/// Decodes `%XX` escapes in a path segment (SDKs send `mock/echo` as `mock%2Fecho`); a
+/// malformed escape is kept as written.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_owned())
 }
 
 /// Decodes caller APIs into IR for the inner service, and encodes its replies.
@@ -299,8 +325,17 @@ fn add_reply_headers(
     }
 }
 
+/// A reply kept in an upstream's bytes, decoded for a caller of another format.
+fn decode_raw(r: &ir::RawReply) -> Result<ir::ChatReply, Error> {
+    match r.format {
+        Format::Anthropic => wire::anthropic::decode_reply(&r.body),
+        Format::Gemini => wire::gemini::decode_reply(&r.body, &r.model),
+        _ => wire::openai::decode_chat_reply(&r.body),
+    }
+}
+
 /// A JSON response.
-pub fn json_response(status: StatusCode, body: Vec<u8>) -> http::Response<Body> {
+pub fn json_response(status: StatusCode, body: impl Into<Bytes>) -> http::Response<Body> {
     let mut resp = http::Response::new(full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -404,4 +439,22 @@ pub fn sse_response(
         HeaderValue::from_static("no-cache"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("mock%2Fecho"), "mock/echo");
+        assert_eq!(percent_decode("a%2fb%20c"), "a/b c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(
+            percent_decode("%ff"),
+            "%ff",
+            "invalid UTF-8 is kept as written"
+        );
+    }
 }

@@ -2,7 +2,7 @@
 
 use http::StatusCode;
 
-use crate::ir::{Error, ModelInfo, Operation, ReplyBody};
+use crate::ir::{Error, Format, ModelInfo, Operation, ReplyBody};
 use crate::wire::openai as wire;
 
 use super::{json_response, sse_response, Body};
@@ -44,6 +44,11 @@ impl StreamOptions {
 pub(super) fn encode_reply(body: ReplyBody, opts: StreamOptions) -> http::Response<Body> {
     match body {
         ReplyBody::Chat(r) => json_response(StatusCode::OK, wire::encode_chat_reply(&r)),
+        ReplyBody::Raw(r) if r.format == Format::OpenAi => json_response(StatusCode::OK, r.body),
+        ReplyBody::Raw(r) => match super::decode_raw(&r) {
+            Ok(c) => json_response(StatusCode::OK, wire::encode_chat_reply(&c)),
+            Err(e) => super::error_response(Format::OpenAi, &e),
+        },
         ReplyBody::Stream(s) => {
             sse_response(s, Box::new(wire::StreamEncoder::new(opts.include_usage)))
         }

@@ -45,3 +45,52 @@ pub fn state_backend_up() -> &'static prometheus::IntGauge {
         g
     })
 }
+// ---- switchyard_config_reload_total --------------------------------------------------------
+// Defined by the Kubernetes work (hot reload) until the observability work's definition of the
+// same metric lands; whichever lands second keeps one definition with this name and label.
+
+/// The outcome of a config reload, the `result` label of `switchyard_config_reload_total`
+/// (vector's convention).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// The new config was loaded and its routing table swapped in.
+    Success,
+    /// The new config was refused; the old one keeps serving.
+    RolledBack,
+}
+
+impl ReloadResult {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Success => "success",
+            ReloadResult::RolledBack => "rolled_back",
+        }
+    }
+}
+
+/// `switchyard_config_reload_total{result}`, registered on first use with both series at 0
+/// (so `rate()` and alerts see a zero before the first reload).
+pub fn config_reloads() -> &'static prometheus::IntCounterVec {
+    static RELOADS: OnceLock<prometheus::IntCounterVec> = OnceLock::new();
+    RELOADS.get_or_init(|| {
+        let c = prometheus::IntCounterVec::new(
+            Opts::new(
+                "switchyard_config_reload_total",
+                "Config reloads by result: success, or rolled_back (refused; the old config keeps serving).",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition is valid");
+        for r in [ReloadResult::Success, ReloadResult::RolledBack] {
+            c.with_label_values(&[r.as_str()]);
+        }
+        let _ = registry().register(Box::new(c.clone()));
+        c
+    })
+}
+
+/// Counts one config reload attempt by outcome.
+pub fn config_reload(result: ReloadResult) {
+    config_reloads().with_label_values(&[result.as_str()]).inc();
+}

@@ -7,11 +7,12 @@
 
 use base64::Engine as _;
 use bytes::BytesMut;
-use serde::Deserialize;
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{json, Map, Value};
 
 use crate::ir::{
-    ChatReply, ChatRequest, Choice, Embedding, EmbeddingsReply, EmbeddingsRequest, Error,
+    self, ChatReply, ChatRequest, Choice, Embedding, EmbeddingsReply, EmbeddingsRequest, Error,
     ErrorKind, FinishReason, Format, Image, Message, ModelInfo, Part, ResponseFormat, Role,
     StreamEvent, Tool, ToolCall, ToolChoice, Usage,
 };
@@ -21,37 +22,95 @@ use crate::{sse, wire};
 // Requests: decode (caller surface)
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Deserialize)]
-struct ChatRequestWire {
-    model: String,
-    messages: Vec<MessageWire>,
-    #[serde(default)]
-    tools: Option<Vec<ToolWire>>,
-    #[serde(default)]
-    tool_choice: Option<Value>,
-    #[serde(default)]
-    parallel_tool_calls: Option<bool>,
-    #[serde(default)]
-    max_tokens: Option<u32>,
-    #[serde(default)]
-    temperature: Option<f64>,
-    #[serde(default)]
-    top_p: Option<f64>,
-    #[serde(default)]
-    stop: Option<StopWire>,
-    #[serde(default)]
-    n: Option<u32>,
-    #[serde(default)]
-    response_format: Option<Value>,
-    #[serde(default)]
-    stream: Option<bool>,
-    #[serde(default)]
-    stream_options: Option<StreamOptionsWire>,
-    #[serde(default)]
-    user: Option<String>,
-    #[serde(flatten)]
-    extra: Map<String, Value>,
+/// A JSON object key, borrowed from the input when it has no escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
+
+/// A wire object with known fields parsed in place and every other field kept in `extra`.
+/// Hand-rolled instead of `#[serde(flatten)]`, which buffers the whole object into an
+/// intermediate tree first: this runs on every request.
+macro_rules! object_with_extra {
+    ($(#[$doc:meta])* $name:ident { required { $($rf:ident : $rt:ty),* $(,)? } optional { $($of:ident : $ot:ty),* $(,)? } }) => {
+        $(#[$doc])*
+        struct $name {
+            $($rf: $rt,)*
+            $($of: Option<$ot>,)*
+            extra: Map<String, Value>,
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("an object")
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<$name, A::Error> {
+                        $(let mut $rf: Option<$rt> = None;)*
+                        $(let mut $of: Option<$ot> = None;)*
+                        let mut extra = Map::new();
+                        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                            match &*key {
+                                $(stringify!($rf) => $rf = Some(map.next_value()?),)*
+                                $(stringify!($of) => $of = map.next_value()?,)*
+                                _ => {
+                                    let v: Value = map.next_value()?;
+                                    extra.insert(key.into_owned(), v);
+                                }
+                            }
+                        }
+                        Ok($name {
+                            $($rf: $rf.ok_or_else(|| serde::de::Error::missing_field(stringify!($rf)))?,)*
+                            $($of,)*
+                            extra,
+                        })
+                    }
+                }
+                d.deserialize_map(V)
+            }
+        }
+    };
+}
+
+object_with_extra!(ChatRequestWire {
+    required { model: String, messages: Vec<MessageWire> }
+    optional {
+        tools: Vec<ToolWire>,
+        tool_choice: Value,
+        parallel_tool_calls: bool,
+        max_tokens: u32,
+        temperature: f64,
+        top_p: f64,
+        stop: StopWire,
+        n: u32,
+        response_format: Value,
+        stream: bool,
+        stream_options: StreamOptionsWire,
+        user: String,
+    }
+});
 
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -66,20 +125,15 @@ struct StreamOptionsWire {
     include_usage: Option<bool>,
 }
 
-#[derive(Deserialize)]
-struct MessageWire {
-    role: String,
-    #[serde(default)]
-    content: Option<Value>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    tool_calls: Option<Vec<ToolCallWire>>,
-    #[serde(default)]
-    tool_call_id: Option<String>,
-    #[serde(flatten)]
-    extra: Map<String, Value>,
-}
+object_with_extra!(MessageWire {
+    required { role: String }
+    optional {
+        content: Value,
+        name: String,
+        tool_calls: Vec<ToolCallWire>,
+        tool_call_id: String,
+    }
+});
 
 #[derive(Deserialize)]
 struct ToolCallWire {
@@ -395,80 +449,123 @@ pub struct RequestOptions {
     pub stream_usage: bool,
 }
 
-/// Encodes a chat request for an OpenAI-format upstream serving `model`.
+/// Encodes a chat request for an OpenAI-format upstream serving `model`. Written straight from
+/// the IR by borrowing serializers (no intermediate `Value` tree): this runs on every request.
 pub fn encode_chat_request(req: &ChatRequest, model: &str, opts: RequestOptions) -> Vec<u8> {
-    let passthrough = req.source == Format::OpenAi;
-    let mut out = Map::new();
-    out.insert("model".into(), Value::String(model.to_owned()));
-    out.insert(
-        "messages".into(),
-        Value::Array(
-            req.messages
-                .iter()
-                .map(|m| encode_message(m, passthrough))
-                .collect(),
-        ),
-    );
-    if !req.tools.is_empty() {
-        out.insert(
-            "tools".into(),
-            Value::Array(req.tools.iter().map(encode_tool).collect()),
-        );
-    }
-    if let Some(tc) = &req.tool_choice {
-        out.insert("tool_choice".into(), encode_tool_choice(tc));
-    }
-    if let Some(p) = req.parallel_tool_calls {
-        out.insert("parallel_tool_calls".into(), Value::Bool(p));
-    }
-    if let Some(mt) = req.max_tokens {
-        let caller_field = passthrough && req.extra.contains_key("max_completion_tokens");
-        if !caller_field {
-            let field = if opts.max_completion_tokens {
-                "max_completion_tokens"
-            } else {
-                "max_tokens"
-            };
-            out.insert(field.into(), json!(mt));
-        } else if req
-            .extra
-            .get("max_completion_tokens")
-            .and_then(Value::as_u64)
-            != Some(mt as u64)
-        {
-            out.insert("max_tokens".into(), json!(mt));
+    let mut out = Vec::with_capacity(256 + req.messages.len() * 64);
+    let _ = serde_json::to_writer(&mut out, &RequestOut { req, model, opts });
+    out
+}
+
+struct RequestOut<'a> {
+    req: &'a ChatRequest,
+    model: &'a str,
+    opts: RequestOptions,
+}
+
+impl Serialize for RequestOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let req = self.req;
+        let passthrough = req.source == Format::OpenAi;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("model", self.model)?;
+        m.serialize_entry("messages", &MessagesOut(&req.messages, passthrough))?;
+        if !req.tools.is_empty() {
+            m.serialize_entry("tools", &Seq(&req.tools, ToolOut))?;
         }
-    }
-    if let Some(t) = req.temperature {
-        out.insert("temperature".into(), json!(t));
-    }
-    if let Some(t) = req.top_p {
-        out.insert("top_p".into(), json!(t));
-    }
-    if !req.stop.is_empty() {
-        out.insert("stop".into(), json!(req.stop));
-    }
-    if let Some(n) = req.n {
-        out.insert("n".into(), json!(n));
-    }
-    if let Some(rf) = &req.response_format {
-        out.insert("response_format".into(), encode_response_format(rf));
-    }
-    if req.stream {
-        out.insert("stream".into(), Value::Bool(true));
-        if opts.stream_usage {
-            out.insert("stream_options".into(), json!({"include_usage": true}));
+        if let Some(tc) = &req.tool_choice {
+            m.serialize_entry("tool_choice", &ToolChoiceOut(tc))?;
         }
-    }
-    if let Some(u) = &req.user {
-        out.insert("user".into(), Value::String(u.clone()));
-    }
-    if passthrough {
-        for (k, v) in &req.extra {
-            out.entry(k.clone()).or_insert_with(|| v.clone());
+        if let Some(p) = req.parallel_tool_calls {
+            m.serialize_entry("parallel_tool_calls", &p)?;
         }
+        if let Some(mt) = req.max_tokens {
+            // The caller's own field name travels in `extra`; write the IR value only when it
+            // differs (a caller that sent both).
+            match req
+                .extra
+                .get("max_completion_tokens")
+                .filter(|_| passthrough)
+            {
+                Some(v) if v.as_u64() == Some(u64::from(mt)) => {}
+                Some(_) => m.serialize_entry("max_tokens", &mt)?,
+                None if self.opts.max_completion_tokens => {
+                    m.serialize_entry("max_completion_tokens", &mt)?
+                }
+                None => m.serialize_entry("max_tokens", &mt)?,
+            }
+        }
+        if let Some(t) = req.temperature {
+            m.serialize_entry("temperature", &t)?;
+        }
+        if let Some(t) = req.top_p {
+            m.serialize_entry("top_p", &t)?;
+        }
+        if !req.stop.is_empty() {
+            m.serialize_entry("stop", &req.stop)?;
+        }
+        if let Some(n) = req.n {
+            m.serialize_entry("n", &n)?;
+        }
+        if let Some(rf) = &req.response_format {
+            m.serialize_entry("response_format", &ResponseFormatOut(rf))?;
+        }
+        if req.stream {
+            m.serialize_entry("stream", &true)?;
+            if self.opts.stream_usage {
+                m.serialize_entry("stream_options", &IncludeUsage)?;
+            }
+        }
+        if let Some(u) = &req.user {
+            m.serialize_entry("user", u)?;
+        }
+        if passthrough {
+            // Decoding moved every modelled field out of `extra`: no key is written twice.
+            for (k, v) in &req.extra {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.end()
     }
-    serde_json::to_vec(&Value::Object(out)).unwrap_or_default()
+}
+
+/// Serializes a slice through a per-item borrowing wrapper.
+struct Seq<'a, T, F>(&'a [T], F);
+
+impl<'a, T, F, O> Serialize for Seq<'a, T, F>
+where
+    F: Fn(&'a T) -> O,
+    O: Serialize,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for item in self.0 {
+            seq.serialize_element(&(self.1)(item))?;
+        }
+        seq.end()
+    }
+}
+
+struct MessagesOut<'a>(&'a [Message], bool);
+
+impl Serialize for MessagesOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for msg in self.0 {
+            seq.serialize_element(&MessageOut(msg, self.1))?;
+        }
+        seq.end()
+    }
+}
+
+struct IncludeUsage;
+
+impl Serialize for IncludeUsage {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry("include_usage", &true)?;
+        m.end()
+    }
 }
 
 fn role_str(role: Role) -> &'static str {
@@ -481,101 +578,193 @@ fn role_str(role: Role) -> &'static str {
     }
 }
 
-fn encode_message(m: &Message, passthrough: bool) -> Value {
-    let mut out = Map::new();
-    out.insert("role".into(), Value::String(role_str(m.role).into()));
-    let content = encode_content(&m.content, passthrough);
-    out.insert("content".into(), content);
-    if let Some(n) = &m.name {
-        out.insert("name".into(), Value::String(n.clone()));
+struct MessageOut<'a>(&'a Message, bool);
+
+impl Serialize for MessageOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (msg, passthrough) = (self.0, self.1);
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("role", role_str(msg.role))?;
+        m.serialize_entry("content", &ContentOut(&msg.content, passthrough))?;
+        if let Some(n) = &msg.name {
+            m.serialize_entry("name", n)?;
+        }
+        if !msg.tool_calls.is_empty() {
+            m.serialize_entry("tool_calls", &Seq(&msg.tool_calls, ToolCallOut))?;
+        }
+        if let Some(id) = &msg.tool_call_id {
+            m.serialize_entry("tool_call_id", id)?;
+        }
+        if passthrough {
+            for (k, v) in &msg.extra {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.end()
     }
-    if !m.tool_calls.is_empty() {
-        out.insert(
-            "tool_calls".into(),
-            Value::Array(m.tool_calls.iter().map(encode_tool_call).collect()),
-        );
-    }
-    if let Some(id) = &m.tool_call_id {
-        out.insert("tool_call_id".into(), Value::String(id.clone()));
-    }
-    if passthrough {
-        for (k, v) in &m.extra {
-            out.entry(k.clone()).or_insert_with(|| v.clone());
+}
+
+struct ContentOut<'a>(&'a [Part], bool);
+
+impl Serialize for ContentOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let passthrough = self.1;
+        match self.0 {
+            [] => s.serialize_none(),
+            [Part::Text(t)] => s.serialize_str(t),
+            parts => {
+                let mut seq = s.serialize_seq(None)?;
+                for p in parts {
+                    match p {
+                        Part::Text(t) => seq.serialize_element(&TextPart(t))?,
+                        Part::Image(img) => seq.serialize_element(&ImagePart(img))?,
+                        Part::Other(v) if passthrough => seq.serialize_element(v)?,
+                        Part::Other(_) => {}
+                    }
+                }
+                seq.end()
+            }
         }
     }
-    Value::Object(out)
 }
 
-fn encode_content(parts: &[Part], passthrough: bool) -> Value {
-    match parts {
-        [] => Value::Null,
-        [Part::Text(t)] => Value::String(t.clone()),
-        _ => Value::Array(
-            parts
-                .iter()
-                .filter_map(|p| match p {
-                    Part::Text(t) => Some(json!({"type": "text", "text": t})),
-                    Part::Image(Image::Url { url, detail }) => {
-                        let mut img = json!({"url": url});
-                        if let Some(d) = detail {
-                            img["detail"] = Value::String(d.clone());
-                        }
-                        Some(json!({"type": "image_url", "image_url": img}))
-                    }
-                    Part::Image(Image::Base64 { media_type, data }) => Some(json!({
-                        "type": "image_url",
-                        "image_url": {"url": format!("data:{media_type};base64,{data}")}
-                    })),
-                    Part::Other(v) if passthrough => Some(v.clone()),
-                    Part::Other(_) => None,
-                })
-                .collect(),
-        ),
+struct TextPart<'a>(&'a str);
+
+impl Serialize for TextPart<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("type", "text")?;
+        m.serialize_entry("text", self.0)?;
+        m.end()
     }
 }
 
-fn encode_tool_call(c: &ToolCall) -> Value {
-    json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}})
-}
+struct ImagePart<'a>(&'a Image);
 
-fn encode_tool(t: &Tool) -> Value {
-    let mut f = json!({"name": t.name, "parameters": t.parameters});
-    if let Some(d) = &t.description {
-        f["description"] = Value::String(d.clone());
-    }
-    if let Some(s) = t.strict {
-        f["strict"] = Value::Bool(s);
-    }
-    json!({"type": "function", "function": f})
-}
-
-fn encode_tool_choice(tc: &ToolChoice) -> Value {
-    match tc {
-        ToolChoice::Auto => json!("auto"),
-        ToolChoice::None => json!("none"),
-        ToolChoice::Required => json!("required"),
-        ToolChoice::Tool(n) => json!({"type": "function", "function": {"name": n}}),
+impl Serialize for ImagePart<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("type", "image_url")?;
+        m.serialize_entry("image_url", &ImageUrl(self.0))?;
+        m.end()
     }
 }
 
-fn encode_response_format(rf: &ResponseFormat) -> Value {
-    match rf {
-        ResponseFormat::Text => json!({"type": "text"}),
-        ResponseFormat::JsonObject => json!({"type": "json_object"}),
-        ResponseFormat::JsonSchema {
-            name,
-            schema,
-            strict,
-            description,
-        } => {
-            let mut js = json!({"name": name, "schema": schema});
-            if let Some(s) = strict {
-                js["strict"] = Value::Bool(*s);
+struct ImageUrl<'a>(&'a Image);
+
+impl Serialize for ImageUrl<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        match self.0 {
+            Image::Url { url, detail } => {
+                m.serialize_entry("url", url)?;
+                if let Some(d) = detail {
+                    m.serialize_entry("detail", d)?;
+                }
             }
-            if let Some(d) = description {
-                js["description"] = Value::String(d.clone());
+            Image::Base64 { media_type, data } => {
+                m.serialize_entry("url", &DataUrl(media_type, data))?;
             }
-            json!({"type": "json_schema", "json_schema": js})
+        }
+        m.end()
+    }
+}
+
+struct DataUrl<'a>(&'a str, &'a str);
+
+impl Serialize for DataUrl<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("data:{};base64,{}", self.0, self.1))
+    }
+}
+
+struct ToolCallOut<'a>(&'a ToolCall);
+
+impl Serialize for ToolCallOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("id", &self.0.id)?;
+        m.serialize_entry("type", "function")?;
+        m.serialize_entry("function", &FunctionOut(&self.0.name, &self.0.arguments))?;
+        m.end()
+    }
+}
+
+struct FunctionOut<'a>(&'a str, &'a str);
+
+impl Serialize for FunctionOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("name", self.0)?;
+        m.serialize_entry("arguments", self.1)?;
+        m.end()
+    }
+}
+
+struct ToolOut<'a>(&'a Tool);
+
+impl Serialize for ToolOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Function<'a>(&'a Tool);
+        impl Serialize for Function<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let t = self.0;
+                let mut m = s.serialize_map(None)?;
+                m.serialize_entry("name", &t.name)?;
+                if let Some(d) = &t.description {
+                    m.serialize_entry("description", d)?;
+                }
+                m.serialize_entry("parameters", &t.parameters)?;
+                if let Some(strict) = t.strict {
+                    m.serialize_entry("strict", &strict)?;
+                }
+                m.end()
+            }
+        }
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("type", "function")?;
+        m.serialize_entry("function", &Function(self.0))?;
+        m.end()
+    }
+}
+
+struct ToolChoiceOut<'a>(&'a ToolChoice);
+
+impl Serialize for ToolChoiceOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            ToolChoice::Auto => s.serialize_str("auto"),
+            ToolChoice::None => s.serialize_str("none"),
+            ToolChoice::Required => s.serialize_str("required"),
+            ToolChoice::Tool(n) => {
+                json!({"type": "function", "function": {"name": n}}).serialize(s)
+            }
+        }
+    }
+}
+
+struct ResponseFormatOut<'a>(&'a ResponseFormat);
+
+impl Serialize for ResponseFormatOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            ResponseFormat::Text => json!({"type": "text"}).serialize(s),
+            ResponseFormat::JsonObject => json!({"type": "json_object"}).serialize(s),
+            ResponseFormat::JsonSchema {
+                name,
+                schema,
+                strict,
+                description,
+            } => {
+                let mut js = json!({"name": name, "schema": schema});
+                if let Some(st) = strict {
+                    js["strict"] = Value::Bool(*st);
+                }
+                if let Some(d) = description {
+                    js["description"] = Value::String(d.clone());
+                }
+                json!({"type": "json_schema", "json_schema": js}).serialize(s)
+            }
         }
     }
 }
@@ -686,6 +875,41 @@ fn finish_reason_str(r: &FinishReason) -> &str {
     }
 }
 
+#[derive(Deserialize)]
+struct ReplySummaryWire {
+    #[serde(default)]
+    model: String,
+    choices: Vec<ChoiceSummaryWire>,
+    #[serde(default)]
+    usage: Option<UsageWire>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceSummaryWire {
+    #[serde(default)]
+    finish_reason: Option<String>,
+    #[allow(dead_code)]
+    message: serde::de::IgnoredAny,
+}
+
+/// Keeps an upstream reply in its own bytes for a caller of the same format, reading only
+/// what accounting needs (usage, model, finish reasons) and checking that it is a reply.
+pub fn summarise_chat_reply(body: bytes::Bytes) -> Result<ir::RawReply, Error> {
+    let w: ReplySummaryWire =
+        serde_json::from_slice(&body).map_err(|e| protocol_error("chat completion", e))?;
+    Ok(ir::RawReply {
+        format: Format::OpenAi,
+        usage: w.usage.map(Usage::from),
+        model: w.model,
+        finish_reasons: w
+            .choices
+            .iter()
+            .filter_map(|c| c.finish_reason.as_deref().map(decode_finish_reason))
+            .collect(),
+        body,
+    })
+}
+
 /// Decodes a non-streamed Chat Completions reply from an upstream.
 pub fn decode_chat_reply(body: &[u8]) -> Result<ChatReply, Error> {
     let w: ChatReplyWire =
@@ -735,55 +959,100 @@ pub fn decode_chat_reply(body: &[u8]) -> Result<ChatReply, Error> {
     })
 }
 
-fn encode_usage(u: &Usage) -> Value {
-    json!({
-        "prompt_tokens": u.input_tokens,
-        "completion_tokens": u.output_tokens,
-        "total_tokens": u.total(),
-        "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens},
-        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
-    })
+#[derive(Serialize)]
+struct UsageOut {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    prompt_tokens_details: CachedOut,
+    completion_tokens_details: ReasoningOut,
+}
+
+#[derive(Serialize)]
+struct CachedOut {
+    cached_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct ReasoningOut {
+    reasoning_tokens: u64,
+}
+
+impl From<&Usage> for UsageOut {
+    fn from(u: &Usage) -> Self {
+        UsageOut {
+            prompt_tokens: u.input_tokens,
+            completion_tokens: u.output_tokens,
+            total_tokens: u.total(),
+            prompt_tokens_details: CachedOut {
+                cached_tokens: u.cached_input_tokens,
+            },
+            completion_tokens_details: ReasoningOut {
+                reasoning_tokens: u.reasoning_tokens,
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ReplyOut<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: Seq<'a, Choice, fn(&'a Choice) -> ChoiceOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<UsageOut>,
+}
+
+struct ChoiceOut<'a>(&'a Choice);
+
+impl Serialize for ChoiceOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Msg<'a>(&'a Message);
+        impl Serialize for Msg<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let msg = self.0;
+                let mut m = s.serialize_map(None)?;
+                m.serialize_entry("role", "assistant")?;
+                match msg.content.as_slice() {
+                    [] => m.serialize_entry("content", &None::<&str>)?,
+                    [Part::Text(t)] => m.serialize_entry("content", t)?,
+                    _ => m.serialize_entry("content", &msg.joined_text())?,
+                }
+                m.serialize_entry("refusal", msg.extra.get("refusal").unwrap_or(&Value::Null))?;
+                if !msg.tool_calls.is_empty() {
+                    m.serialize_entry("tool_calls", &Seq(&msg.tool_calls, ToolCallOut))?;
+                }
+                m.end()
+            }
+        }
+        let c = self.0;
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("index", &c.index)?;
+        m.serialize_entry("message", &Msg(&c.message))?;
+        m.serialize_entry("logprobs", &None::<()>)?;
+        m.serialize_entry(
+            "finish_reason",
+            &c.finish_reason.as_ref().map(finish_reason_str),
+        )?;
+        m.end()
+    }
 }
 
 /// Encodes a chat reply for an OpenAI caller.
 pub fn encode_chat_reply(r: &ChatReply) -> Vec<u8> {
-    let choices: Vec<Value> = r
-        .choices
-        .iter()
-        .map(|c| {
-            let text: Option<String> = if c.message.content.is_empty() {
-                None
-            } else {
-                Some(c.message.joined_text())
-            };
-            let mut msg = json!({
-                "role": "assistant",
-                "content": text,
-                "refusal": c.message.extra.get("refusal").cloned().unwrap_or(Value::Null),
-            });
-            if !c.message.tool_calls.is_empty() {
-                msg["tool_calls"] =
-                    Value::Array(c.message.tool_calls.iter().map(encode_tool_call).collect());
-            }
-            json!({
-                "index": c.index,
-                "message": msg,
-                "logprobs": null,
-                "finish_reason": c.finish_reason.as_ref().map(finish_reason_str),
-            })
-        })
-        .collect();
-    let mut out = json!({
-        "id": r.id,
-        "object": "chat.completion",
-        "created": r.created,
-        "model": r.model,
-        "choices": choices,
-    });
-    if let Some(u) = &r.usage {
-        out["usage"] = encode_usage(u);
-    }
-    serde_json::to_vec(&out).unwrap_or_default()
+    let out = ReplyOut {
+        id: &r.id,
+        object: "chat.completion",
+        created: r.created,
+        model: &r.model,
+        choices: Seq(&r.choices, ChoiceOut),
+        usage: r.usage.as_ref().map(UsageOut::from),
+    };
+    let mut buf = Vec::with_capacity(512);
+    let _ = serde_json::to_writer(&mut buf, &out);
+    buf
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -936,7 +1205,8 @@ impl wire::StreamDecoder for StreamDecoder {
     }
 }
 
-/// Writes IR stream events as OpenAI `chat.completion.chunk` SSE events.
+/// Writes IR stream events as OpenAI `chat.completion.chunk` SSE events, serialized straight
+/// into the output buffer (one per event, as they arrive).
 #[derive(Debug)]
 pub struct StreamEncoder {
     id: String,
@@ -944,6 +1214,86 @@ pub struct StreamEncoder {
     created: u64,
     include_usage: bool,
     usage: Option<Usage>,
+}
+
+#[derive(Serialize)]
+struct ChunkOut<'a, C> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    system_fingerprint: Option<()>,
+    choices: C,
+    #[serde(skip_serializing_if = "UsageField::is_absent")]
+    usage: UsageField,
+}
+
+/// OpenAI sends `"usage": null` on every chunk when the caller asked for usage, and the
+/// usage object on the last one; nothing otherwise.
+enum UsageField {
+    Absent,
+    Null,
+    Some(UsageOut),
+}
+
+impl UsageField {
+    fn is_absent(&self) -> bool {
+        matches!(self, UsageField::Absent)
+    }
+}
+
+impl Serialize for UsageField {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            UsageField::Some(u) => u.serialize(s),
+            _ => s.serialize_none(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ChunkChoiceOut<'a, D> {
+    index: u32,
+    delta: D,
+    logprobs: Option<()>,
+    finish_reason: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct RoleDelta {
+    role: &'static str,
+    content: &'static str,
+    refusal: Option<()>,
+}
+
+#[derive(Serialize)]
+struct TextDelta<'a> {
+    content: &'a str,
+}
+
+#[derive(Serialize)]
+struct EmptyDelta {}
+
+#[derive(Serialize)]
+struct ToolCallsDelta<'a> {
+    tool_calls: [ToolCallDeltaOut<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct ToolCallDeltaOut<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: FunctionDeltaOut<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionDeltaOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
 }
 
 impl StreamEncoder {
@@ -958,26 +1308,31 @@ impl StreamEncoder {
         }
     }
 
-    fn chunk(&self, out: &mut BytesMut, choices: Value) {
-        let mut c = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": null,
-            "choices": choices,
-        });
-        if self.include_usage {
-            c["usage"] = Value::Null;
-        }
-        sse::write_event(out, None, &c.to_string());
+    fn chunk<C: Serialize>(&self, out: &mut BytesMut, choices: C, usage: UsageField) {
+        let usage = match usage {
+            UsageField::Absent if self.include_usage => UsageField::Null,
+            u => u,
+        };
+        let chunk = ChunkOut {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            system_fingerprint: None,
+            choices,
+            usage,
+        };
+        sse::write_json_event(out, None, &chunk);
     }
 
-    fn delta(&self, out: &mut BytesMut, choice: u32, delta: Value) {
-        self.chunk(
-            out,
-            json!([{"index": choice, "delta": delta, "logprobs": null, "finish_reason": null}]),
-        );
+    fn delta<D: Serialize>(&self, out: &mut BytesMut, choice: u32, delta: D, finish: Option<&str>) {
+        let c = [ChunkChoiceOut {
+            index: choice,
+            delta,
+            logprobs: None,
+            finish_reason: finish,
+        }];
+        self.chunk(out, c, UsageField::Absent);
     }
 }
 
@@ -988,40 +1343,56 @@ impl wire::StreamEncoder for StreamEncoder {
                 self.id.clone_from(id);
                 self.model.clone_from(model);
                 self.created = *created;
-                self.delta(
-                    out,
-                    0,
-                    json!({"role": "assistant", "content": "", "refusal": null}),
-                );
+                let d = RoleDelta {
+                    role: "assistant",
+                    content: "",
+                    refusal: None,
+                };
+                self.delta(out, 0, d, None);
             }
             StreamEvent::TextDelta { choice, text } => {
-                self.delta(out, *choice, json!({"content": text}));
+                self.delta(out, *choice, TextDelta { content: text }, None);
             }
             StreamEvent::ToolCallStart {
                 choice,
                 index,
                 id,
                 name,
-            } => self.delta(
-                out,
-                *choice,
-                json!({"tool_calls": [{"index": index, "id": id, "type": "function",
-                    "function": {"name": name, "arguments": ""}}]}),
-            ),
+            } => {
+                let d = ToolCallsDelta {
+                    tool_calls: [ToolCallDeltaOut {
+                        index: *index,
+                        id: Some(id),
+                        kind: Some("function"),
+                        function: FunctionDeltaOut {
+                            name: Some(name),
+                            arguments: "",
+                        },
+                    }],
+                };
+                self.delta(out, *choice, d, None);
+            }
             StreamEvent::ToolCallDelta {
                 choice,
                 index,
                 arguments,
-            } => self.delta(
-                out,
-                *choice,
-                json!({"tool_calls": [{"index": index, "function": {"arguments": arguments}}]}),
-            ),
-            StreamEvent::Finish { choice, reason } => self.chunk(
-                out,
-                json!([{"index": choice, "delta": {}, "logprobs": null,
-                    "finish_reason": finish_reason_str(reason)}]),
-            ),
+            } => {
+                let d = ToolCallsDelta {
+                    tool_calls: [ToolCallDeltaOut {
+                        index: *index,
+                        id: None,
+                        kind: None,
+                        function: FunctionDeltaOut {
+                            name: None,
+                            arguments,
+                        },
+                    }],
+                };
+                self.delta(out, *choice, d, None);
+            }
+            StreamEvent::Finish { choice, reason } => {
+                self.delta(out, *choice, EmptyDelta {}, Some(finish_reason_str(reason)));
+            }
             // OpenAI sends usage last, after every finish chunk: hold it until the end.
             StreamEvent::Usage(u) => self.usage = Some(*u),
         }
@@ -1030,16 +1401,8 @@ impl wire::StreamEncoder for StreamEncoder {
     fn finish(&mut self, out: &mut BytesMut) {
         if self.include_usage {
             if let Some(u) = self.usage {
-                let c = json!({
-                    "id": self.id,
-                    "object": "chat.completion.chunk",
-                    "created": self.created,
-                    "model": self.model,
-                    "system_fingerprint": null,
-                    "choices": [],
-                    "usage": encode_usage(&u),
-                });
-                sse::write_event(out, None, &c.to_string());
+                let none: [ChunkChoiceOut<'_, EmptyDelta>; 0] = [];
+                self.chunk(out, none, UsageField::Some(UsageOut::from(&u)));
             }
         }
         sse::write_event(out, None, "[DONE]");
