@@ -274,6 +274,9 @@ where
                 (_, body) => openai::encode_reply(body, stream_opts),
             };
             add_reply_headers(&mut resp, &reply.served_by, reply.attempts);
+            if let Some(ir::ResponseHeaders(h)) = reply.extensions.get() {
+                resp.headers_mut().extend(h.clone());
+            }
             let overhead = received_at
                 .elapsed()
                 .saturating_sub(reply.upstream_time)
@@ -350,6 +353,9 @@ pub fn error_response(format: Format, err: &Error) -> http::Response<Body> {
         _ => wire::openai::encode_error(err),
     };
     let mut resp = json_response(status, body);
+    if let Some(h) = &err.headers {
+        resp.headers_mut().extend((**h).clone());
+    }
     if let Some(ra) = err.retry_after {
         let secs = ra.as_secs() + u64::from(ra.subsec_nanos() > 0);
         resp.headers_mut()

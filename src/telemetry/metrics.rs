@@ -27,6 +27,24 @@ pub fn render() -> String {
     String::from_utf8(buf).unwrap_or_default()
 }
 
+// --- shared state (issue 6: keys, limits, budgets) -----------------------------------------
+
+/// `switchyard_state_backend_up`: 1 while limits and spend are decided on the configured
+/// backend (always 1 for `memory`), 0 while Redis is unreachable and the sidecar serves on
+/// local limits. Registered on first use (when the stack is built).
+pub fn state_backend_up() -> &'static prometheus::IntGauge {
+    static GAUGE: OnceLock<prometheus::IntGauge> = OnceLock::new();
+    GAUGE.get_or_init(|| {
+        let g = prometheus::IntGauge::new(
+            "switchyard_state_backend_up",
+            "1 while the shared-state backend answers; 0 while serving on local limits.",
+        )
+        .expect("static metric definition is valid");
+        g.set(1);
+        let _ = registry().register(Box::new(g.clone()));
+        g
+    })
+}
 // ---- switchyard_config_reload_total --------------------------------------------------------
 // Defined by the Kubernetes work (hot reload) until the observability work's definition of the
 // same metric lands; whichever lands second keeps one definition with this name and label.
