@@ -127,10 +127,39 @@ async fn a_scrape_after_traffic_is_valid_and_has_every_dashboard_metric() {
     assert_eq!(status, 200);
     assert_eq!(chat(data, "no-such-model", false).await.0, 404);
 
-    // Stand-ins for the layers that set these (budget, rate limit) until they are on this
-    // branch: the metrics must exist and render.
-    metrics::set_budget_remaining(metrics::BudgetScope::Team, "default", 12.5);
-    metrics::ratelimit_rejected("default");
+    // A caller key of team `search` allowed one request a minute: the second is refused by
+    // switchyard's own rate limit, and counted for the team.
+    let limited = load_str(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nmock: true\nkeys:\n  - name: search-key\n    key: sk-obs-search\n    team: search\n    rpm: 1\n",
+        &Env,
+    )
+    .unwrap();
+    let limited = server::start(&limited).await.unwrap();
+    let body = r#"{"model":"mock/echo","messages":[{"role":"user","content":"hi"}]}"#;
+    let auth = [("authorization", "Bearer sk-obs-search")];
+    let first = send(
+        limited.data_addr,
+        "POST",
+        "/v1/chat/completions",
+        body,
+        &auth,
+    )
+    .await;
+    assert_eq!(first.0, 200);
+    let second = send(
+        limited.data_addr,
+        "POST",
+        "/v1/chat/completions",
+        body,
+        &auth,
+    )
+    .await;
+    assert_eq!(second.0, 429, "{}", second.2);
+    limited.shutdown(std::time::Duration::from_secs(1)).await;
+
+    // Stand-in for the budget layer, which does not publish the gauge yet: the metric must
+    // exist and render.
+    metrics::set_budget_remaining(metrics::BudgetScope::Team, "search", 12.5);
 
     let (status, headers, scrape) = send(running.admin_addr, "GET", "/metrics", "", &[]).await;
     assert_eq!(status, 200);
@@ -169,6 +198,10 @@ async fn a_scrape_after_traffic_is_valid_and_has_every_dashboard_metric() {
     );
     has("switchyard_overhead_seconds_bucket{le=\"0.00005\"}");
     has("switchyard_inflight 0");
+    has(r#"switchyard_ratelimit_rejections_total{key_team="search"} 1"#);
+    has(
+        r#"switchyard_requests_total{key_team="search",model="echo",provider="mock",route="mock/echo",status_class="2xx"} 1"#,
+    );
     has(r#"switchyard_circuit_state{model="echo",provider="flaky"}"#);
     assert!(
         !scrape.contains("no-such-model"),

@@ -2,7 +2,10 @@
 //! surface or a provider module. `stack.rs` orders them.
 
 pub mod attempt_telemetry;
+pub mod auth;
 pub mod balance;
 pub mod breaker;
+pub mod budget;
+pub mod ratelimit;
 pub mod retry;
 pub mod usage;

@@ -274,6 +274,9 @@ where
                 (_, body) => openai::encode_reply(body, stream_opts),
             };
             add_reply_headers(&mut resp, &reply.served_by, reply.attempts);
+            if let Some(ir::ResponseHeaders(h)) = reply.extensions.get() {
+                resp.headers_mut().extend(h.clone());
+            }
             let overhead = received_at
                 .elapsed()
                 .saturating_sub(reply.upstream_time)
@@ -350,6 +353,9 @@ pub fn error_response(format: Format, err: &Error) -> http::Response<Body> {
         _ => wire::openai::encode_error(err),
     };
     let mut resp = json_response(status, body);
+    if let Some(h) = &err.headers {
+        resp.headers_mut().extend((**h).clone());
+    }
     if let Some(ra) = err.retry_after {
         let secs = ra.as_secs() + u64::from(ra.subsec_nanos() > 0);
         resp.headers_mut()
@@ -393,26 +399,35 @@ impl http_body::Body for SseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        // Events that are already available go out together in one frame (one write);
+        // nothing waits for more: as soon as the stream has nothing ready, what we have is
+        // sent.
+        const COALESCE_BYTES: usize = 16 * 1024;
         let this = &mut *self;
         loop {
-            if this.done {
-                return Poll::Ready(None);
+            if this.done || this.buf.len() >= COALESCE_BYTES {
+                break;
             }
-            match futures_util::ready!(this.events.as_mut().poll_next(cx)) {
-                Some(Ok(ev)) => this.encoder.event(&ev, &mut this.buf),
-                Some(Err(e)) => {
+            match this.events.as_mut().poll_next(cx) {
+                Poll::Pending => break,
+                Poll::Ready(Some(Ok(ev))) => this.encoder.event(&ev, &mut this.buf),
+                Poll::Ready(Some(Err(e))) => {
                     this.encoder.error(&e, &mut this.buf);
                     this.done = true;
                 }
-                None => {
+                Poll::Ready(None) => {
                     this.encoder.finish(&mut this.buf);
                     this.done = true;
                 }
             }
-            if !this.buf.is_empty() {
-                let chunk = this.buf.split().freeze();
-                return Poll::Ready(Some(Ok(Frame::data(chunk))));
-            }
+        }
+        if !this.buf.is_empty() {
+            return Poll::Ready(Some(Ok(Frame::data(this.buf.split().freeze()))));
+        }
+        if this.done {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
         }
     }
 }

@@ -10,7 +10,7 @@
 //! keeps the handles, so a request costs one hash lookup, not one per metric.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use arc_swap::ArcSwap;
 
@@ -419,6 +419,25 @@ pub fn set_budget_remaining(scope: BudgetScope, name: &str, usd: f64) {
         BudgetScope::Team => "team",
     };
     METRICS.budget.with_label_values(&[scope, name]).set(usd);
+}
+
+// --- shared state (issue 6: keys, limits, budgets) -----------------------------------------
+
+/// `switchyard_state_backend_up`: 1 while limits and spend are decided on the configured
+/// backend (always 1 for `memory`), 0 while Redis is unreachable and the sidecar serves on
+/// local limits. Registered on first use (when the stack is built).
+pub fn state_backend_up() -> &'static prometheus::IntGauge {
+    static GAUGE: OnceLock<prometheus::IntGauge> = OnceLock::new();
+    GAUGE.get_or_init(|| {
+        let g = prometheus::IntGauge::new(
+            "switchyard_state_backend_up",
+            "1 while the shared-state backend answers; 0 while serving on local limits.",
+        )
+        .expect("static metric definition is valid");
+        g.set(1);
+        let _ = registry().register(Box::new(g.clone()));
+        g
+    })
 }
 
 /// The outcome of a config reload, the `result` label of `switchyard_config_reload_total`
