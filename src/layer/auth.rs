@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower::{Layer, Service};
 
+use crate::config::glob_match;
 use crate::config::KeyConfig;
 use crate::ir::{CallerKey, Error, ErrorKind, Principal, Reply, Request};
 
@@ -105,20 +106,6 @@ impl Keys {
             }
         }
         found
-    }
-}
-
-/// `*` matches any run of characters; everything else literally. (The same rule as provider
-/// model globs; layers may not import `provider/`.)
-fn glob_match(pattern: &str, name: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == name,
-        Some((head, tail)) => {
-            let Some(rest) = name.strip_prefix(head) else {
-                return false;
-            };
-            (0..=rest.len()).any(|i| rest.is_char_boundary(i) && glob_match(tail, &rest[i..]))
-        }
     }
 }
 
