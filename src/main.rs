@@ -169,7 +169,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         match cli.command {
             Command::Serve {
                 config,
@@ -248,7 +248,10 @@ fn main() -> ExitCode {
                 }
             }
         }
-    })
+    });
+    // Queued log lines are written before the process exits.
+    switchyard::telemetry::logs::flush();
+    code
 }
 
 async fn serve(

@@ -25,6 +25,17 @@ fn json_wanted(var: Option<String>) -> bool {
     }
 }
 
+/// Keeps the background log writer alive; [`flush`] drops it, writing what is queued.
+static GUARD: std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> =
+    std::sync::Mutex::new(None);
+
+/// Writes every queued log line (call before the process exits).
+pub fn flush() {
+    if let Ok(mut g) = GUARD.lock() {
+        g.take();
+    }
+}
+
 /// The log layer, filtered by `RUST_LOG`.
 pub fn layer<S>() -> Box<dyn Layer<S> + Send + Sync>
 where
@@ -33,7 +44,16 @@ where
     let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let not_trace_spans =
         filter_fn(|meta| !(meta.is_span() && meta.target() == super::trace::TARGET));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Lines are written by a background thread: a request never waits on a stderr write
+    // (a blocking syscall per line otherwise). Bounded and lossy under a log flood; losses
+    // are the writer's, never the request's.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .finish(std::io::stderr());
+    if let Ok(mut g) = GUARD.lock() {
+        *g = Some(guard);
+    }
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
     if json_wanted(std::env::var("SWITCHYARD_LOG_FORMAT").ok()) {
         fmt.json()
             .flatten_event(true)
