@@ -98,15 +98,6 @@ def test_messages_and_generation_config(client: openai.OpenAI) -> None:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: OpenAI `seed`, `presence_penalty` and `frequency_penalty` are silently dropped on "
-        "the way to a Gemini upstream (they land in ChatRequest.extra, which src/wire/gemini.rs "
-        "forwards only for Gemini-format callers), although Gemini's generationConfig has "
-        "`seed`, `presencePenalty` and `frequencyPenalty`"
-    ),
-)
 def test_seed_and_penalties_forwarded(client: openai.OpenAI) -> None:
     client.chat.completions.create(
         model="chat-gemini",
