@@ -628,6 +628,9 @@ pub struct Error {
     pub param: Option<String>,
     /// A machine-readable code (OpenAI `code`), when known.
     pub code: Option<String>,
+    /// Extra headers for the caller's error response (such as `x-ratelimit-*` on a 429);
+    /// the surface copies them verbatim. Boxed: almost every error has none.
+    pub headers: Option<Box<http::HeaderMap>>,
 }
 
 impl Error {
@@ -641,7 +644,17 @@ impl Error {
             retry_after: None,
             param: None,
             code: None,
+            headers: None,
         }
+    }
+
+    /// Adds headers for the caller's error response (see [`Error::headers`]).
+    pub fn with_headers(mut self, headers: http::HeaderMap) -> Self {
+        match &mut self.headers {
+            Some(h) => h.extend(headers),
+            None => self.headers = Some(Box::new(headers)),
+        }
+        self
     }
 
     /// 400 invalid request.
@@ -1088,6 +1101,12 @@ impl Principal {
         }
     }
 }
+
+/// Headers a layer wants on a successful reply (such as `x-ratelimit-remaining-*`), put in
+/// [`Reply::extensions`]; the surface copies them onto the response. Layers extend the map
+/// already there rather than replace it.
+#[derive(Debug, Clone, Default)]
+pub struct ResponseHeaders(pub http::HeaderMap);
 
 /// How a reply ended, handed to every settlement hook exactly once.
 #[derive(Debug, Clone)]

@@ -14,6 +14,7 @@ pub mod route;
 pub mod server;
 pub mod sse;
 pub mod stack;
+pub mod state;
 pub mod surface;
 pub mod telemetry;
 pub mod wire;

@@ -159,7 +159,6 @@ fn load(path: Option<&PathBuf>) -> Result<Config, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    switchyard::telemetry::logs::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -170,7 +169,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         match cli.command {
             Command::Serve {
                 config,
@@ -193,7 +192,13 @@ fn main() -> ExitCode {
                     }
                 };
                 overrides(&mut cfg);
-                serve(cfg, config, overrides).await
+                // Inside the runtime: trace export runs on it.
+                let traces = switchyard::telemetry::init(&cfg.telemetry);
+                let code = serve(cfg, config, overrides).await;
+                if let Some(t) = traces {
+                    t.shutdown(std::time::Duration::from_secs(5)).await;
+                }
+                code
             }
             Command::Check { config } => match load(Some(&config)) {
                 Ok(cfg) => match stack::routes(&cfg, Default::default()) {
@@ -211,7 +216,10 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             },
-            Command::Inject(args) => run_inject(*args).await,
+            Command::Inject(args) => {
+                switchyard::telemetry::logs::init();
+                run_inject(*args).await
+            }
             Command::Mock {
                 port,
                 host,
@@ -221,6 +229,7 @@ fn main() -> ExitCode {
                 retry_after,
                 latency_ms,
             } => {
+                switchyard::telemetry::logs::init();
                 let addr = SocketAddr::new(host, port);
                 let admin = SocketAddr::new(host, admin_port);
                 let faults = switchyard::provider::mock::Faults {
@@ -239,7 +248,10 @@ fn main() -> ExitCode {
                 }
             }
         }
-    })
+    });
+    // Queued log lines are written before the process exits.
+    switchyard::telemetry::logs::flush();
+    code
 }
 
 async fn serve(

@@ -106,6 +106,8 @@ impl Running {
 pub struct Reloader {
     routes: SharedRoutes,
     control: Arc<Control>,
+    /// Limits and spend: kept across reloads, so provider limits keep their cells.
+    state: crate::state::SharedState,
     /// What needs a restart: (listen, admin, max_body_bytes) as started.
     fixed: (SocketAddr, SocketAddr, usize),
 }
@@ -114,7 +116,9 @@ impl Reloader {
     /// Applies one loaded (or refused) version; counts `switchyard_config_reload_total`.
     pub fn apply(&self, next: Result<Config, ConfigError>) -> ReloadResult {
         let result = match next.map_err(|e| e.to_string()).and_then(|c| {
-            let routes = stack::routes(&c, self.control.clone()).map_err(|e| e.message)?;
+            let make = stack::target_maker(&c, &self.state);
+            let routes =
+                stack::routes_with(&c, self.control.clone(), &make).map_err(|e| e.message)?;
             Ok((c, routes))
         }) {
             Ok((config, routes)) => {
@@ -191,6 +195,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let admin_state = Arc::new(Admin {
         ready: ready.clone(),
         routes: stack.routes.clone(),
+        spend: stack.spend.clone(),
         token: config
             .admin_token
             .as_ref()
@@ -207,7 +212,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     ));
     let admin_svc = tower::service_fn(move |req: http::Request<Incoming>| {
         let admin = admin_state.clone();
-        async move { Ok::<_, Infallible>(admin.handle(&req)) }
+        async move {
+            if req.method() == Method::GET && req.uri().path() == "/spend" {
+                return Ok::<_, Infallible>(admin.spend().await);
+            }
+            Ok::<_, Infallible>(admin.handle(&req))
+        }
     });
     let admin_task = tokio::spawn(accept_loop(
         admin,
@@ -222,6 +232,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         reloader: Reloader {
             routes: stack.routes.clone(),
             control,
+            state: stack.state.clone(),
             fixed: (config.listen, config.admin, config.max_body_bytes),
         },
         routes: stack.routes,
@@ -320,11 +331,23 @@ async fn accept_loop<S, B>(
 struct Admin {
     ready: Arc<AtomicBool>,
     routes: SharedRoutes,
+    spend: crate::layer::budget::SpendReport,
     /// Required (as `Authorization: Bearer`) by the operator endpoints that change state.
     token: Option<Arc<str>>,
 }
 
 impl Admin {
+    /// `GET /spend`: spend and remaining budget per key and team (JSON).
+    async fn spend(&self) -> http::Response<Full<Bytes>> {
+        let body = self.spend.json().await.to_string();
+        let mut r = http::Response::new(Full::new(Bytes::from(body)));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        r
+    }
+
     fn handle(&self, req: &http::Request<Incoming>) -> http::Response<Full<Bytes>> {
         let text = |status: StatusCode, body: String, ct: &'static str| {
             let mut r = http::Response::new(Full::new(Bytes::from(body)));
@@ -541,7 +564,8 @@ impl Admin {
                     return Some(json(StatusCode::NOT_FOUND, serde_json::json!({"error": "no mock provider"})));
                 };
                 if m == Method::GET {
-                    return Some(json(StatusCode::OK, serde_json::json!(mock.faults())));
+                    let body = serde_json::json!({"faults": mock.faults(), "calls": mock.calls()});
+                    return Some(json(StatusCode::OK, body));
                 }
                 let faults = if m == Method::DELETE {
                     Ok(crate::provider::mock::Faults::default())

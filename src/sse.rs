@@ -82,10 +82,7 @@ impl Parser {
     /// The next complete event, if the buffered bytes hold one.
     pub fn next_event(&mut self) -> Result<Option<Event>, ParseError> {
         loop {
-            let Some(rel) = self.buf[self.scanned..]
-                .iter()
-                .position(|&b| b == b'\n' || b == b'\r')
-            else {
+            let Some(rel) = memchr::memchr2(b'\n', b'\r', &self.buf[self.scanned..]) else {
                 self.scanned = self.buf.len();
                 if self.buf.len() > self.max_line {
                     return Err(ParseError::LineTooLong(self.max_line));

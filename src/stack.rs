@@ -5,16 +5,32 @@
 //! CatchPanic            -                              -
 //! SetRequestId          x-request-id header            -
 //! PropagateRequestId    x-request-id on the response   x-request-id header
-//! Surface (http → ir)   ir::Request{op, meta}          x-request-id header
+//! ServerSpan            the request's span (current)   traceparent, tracestate headers
+//! Surface (http → ir)   ir::Request{op, meta},         x-request-id header,
+//!                       ir::CallerKey                  ResponseHeaders, Error.headers
+//! Usage                 Arc<usage::Tap>                Tap, Reply (served_by, upstream_time,
+//!                                                      GenAiProvider), settlement
+//! Auth                  ir::Principal, Arc<KeyPolicy>  ir::CallerKey, op.model
+//! Tap                   team in the Tap                ir::Principal
+//! RateLimit             ResponseHeaders (x-ratelimit)  Principal (key rpm/tpm)
+//! Budget                - (spend settles on_settle)    Principal, Arc<KeyPolicy>
 //! Route                 ir::Plan in meta.extensions    op.model, ir::RequiredTags
 //! Balance               reorders ir::Plan              ir::Plan, TargetStats
+//! Tap                   route label in the Tap         ir::Plan
 //! Retry (leaf)          ir::Attempt per target         ir::Plan
-//!   per target: Breaker (publishes TargetStats) → Provider adapter
+//!   per target: AttemptTelemetry (client span, attempt metrics, circuit gauge from
+//!               TargetStats; GenAiProvider in the reply)
+//!               → ProviderLimit (provider rpm/tpm; over it → RateLimited → next target)
+//!               → Breaker (publishes TargetStats) → Provider adapter
 //! ```
+//!
+//! Limits and spend live in one [`SharedState`] per stack (memory, or Redis shared by every
+//! replica), created here and handed to the layers that need it.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::{HeaderValue, StatusCode};
@@ -28,19 +44,42 @@ use tower_http::request_id::{
 use crate::config::Config;
 use crate::cost::Prices;
 use crate::ir::{Error, ErrorKind, Format, Target, TargetStats};
+use crate::layer::attempt_telemetry::AttemptTelemetryLayer;
+use crate::layer::auth::{AuthLayer, Keys};
 use crate::layer::balance::BalanceLayer;
 use crate::layer::breaker::BreakerLayer;
+use crate::layer::budget::{BudgetLayer, SpendReport};
+use crate::layer::ratelimit::{ProviderLimitLayer, RateLimitLayer};
 use crate::layer::retry::Retry;
+use crate::layer::usage::{TapLayer, UsageLayer};
 use crate::provider::Provider;
-use crate::route::{Control, RouteLayer, Routes, SharedRoutes};
+use crate::route::{Control, RouteLayer, Routes, SharedMakeTarget, SharedRoutes};
+use crate::state::{self, SharedState};
 use crate::surface::{self, SurfaceLayer};
+use crate::telemetry::trace::ServerSpanLayer;
 
 /// Builds the stack of one target. Everything that is per (provider, model) — breaker,
 /// provider limits, timeouts — is composed here, innermost last.
-fn make_target(provider: &Arc<Provider>, model: &str) -> Target {
+fn make_target(
+    provider: &Arc<Provider>,
+    model: &str,
+    limit: &ProviderLimitLayer,
+    prices: &Prices,
+) -> Target {
     let stats = Arc::new(TargetStats::default());
     let name: Arc<str> = Arc::from(format!("{}/{model}", provider.name));
     let service = ServiceBuilder::new()
+        // Outermost: every attempt is counted and spanned, a limit or breaker refusal included.
+        .layer(AttemptTelemetryLayer::new(
+            provider.name.clone(),
+            provider.kind,
+            Arc::from(model),
+            stats.clone(),
+        ))
+        // The provider account's own rpm/tpm, shared by all its targets: over it, the attempt
+        // moves to the next target instead of collecting the provider's 429. Above the
+        // breaker, so our own refusals never trip it and a tripped target is not charged.
+        .layer(limit.clone())
         // Open circuits fail readiness at once, so retry skips the target without waiting.
         .layer(BreakerLayer::new(
             provider.breaker.clone(),
@@ -54,14 +93,30 @@ fn make_target(provider: &Arc<Provider>, model: &str) -> Target {
         service: BoxCloneSyncService::new(service),
         weight: 1,
         tags: Arc::from([]),
-        price: prices().lookup(model).map(|p| (p.input + p.output) / 2.0),
+        price: prices.lookup(model).map(|p| (p.input + p.output) / 2.0),
         stats,
     }
 }
 
-fn prices() -> &'static Prices {
-    static PRICES: OnceLock<Prices> = OnceLock::new();
-    PRICES.get_or_init(Prices::builtin)
+/// The target builder of a config generation: one provider-limit cell per provider account
+/// (in `state`), and the config's prices.
+pub fn target_maker(config: &Config, state: &SharedState) -> SharedMakeTarget {
+    let prefix = &config.state.prefix;
+    let limits: HashMap<String, ProviderLimitLayer> = config
+        .providers
+        .iter()
+        .map(|p| {
+            let name = p.name.value.clone();
+            let l = ProviderLimitLayer::new(state.clone(), prefix, &name, p.rpm, p.tpm);
+            (name, l)
+        })
+        .collect();
+    let none = ProviderLimitLayer::new(state.clone(), prefix, "", None, None);
+    let prices = Prices::from_config(&config.prices);
+    Arc::new(move |provider: &Arc<Provider>, model: &str| {
+        let limit = limits.get(&*provider.name).unwrap_or(&none);
+        make_target(provider, model, limit, &prices)
+    })
 }
 
 /// The providers a config asks for, the built-in mock included when enabled.
@@ -78,14 +133,21 @@ pub fn providers(config: &Config) -> Result<Vec<Arc<Provider>>, Error> {
 }
 
 /// Builds the routing table of a config generation; operator overrides in `control` carry
-/// over from the previous one.
+/// over from the previous one. Provider limits are kept in process here (`switchyard check`);
+/// a serving stack uses [`routes_with`] over its own state.
 pub fn routes(config: &Config, control: Arc<Control>) -> Result<Routes, Error> {
-    Ok(Routes::build(
-        config,
-        providers(config)?,
-        &make_target,
-        control,
-    ))
+    let local: SharedState = Arc::new(state::memory::MemoryState::new());
+    routes_with(config, control, &target_maker(config, &local))
+}
+
+/// Builds the routing table of a config generation with a given target builder (from
+/// [`target_maker`] over the stack's [`Stack::state`]).
+pub fn routes_with(
+    config: &Config,
+    control: Arc<Control>,
+    make: &SharedMakeTarget,
+) -> Result<Routes, Error> {
+    Ok(Routes::build(config, providers(config)?, &**make, control))
 }
 
 /// Request ids: a per-process random prefix and a counter — unique, cheap, and sortable
@@ -135,6 +197,10 @@ pub struct Stack<S> {
     pub service: S,
     /// The routing table, swapped whole on reload.
     pub routes: SharedRoutes,
+    /// Where limits and spend live (reloads rebuild routes with [`target_maker`] over it).
+    pub state: SharedState,
+    /// The admin plane's `/spend` report.
+    pub spend: SpendReport,
 }
 
 /// Builds the data-plane stack for a validated config.
@@ -161,7 +227,13 @@ pub fn build(
     >,
     Error,
 > {
-    let routes: SharedRoutes = Arc::new(ArcSwap::from_pointee(routes(config, control)?));
+    let state = state::build(&config.state).map_err(|e| Error::new(ErrorKind::Internal, e.0))?;
+    let prefix = config.state.prefix.as_str();
+    let keys = Arc::new(Keys::from_config(&config.keys));
+    let make = target_maker(config, &state);
+    let prices = Arc::new(Prices::from_config(&config.prices));
+    let routes: SharedRoutes =
+        Arc::new(ArcSwap::from_pointee(routes_with(config, control, &make)?));
     let service = ServiceBuilder::new()
         // A bug in one request answers 500 in the caller's format instead of killing the
         // connection (and every stream multiplexed on it).
@@ -170,16 +242,42 @@ pub fn build(
         .layer(SetRequestIdLayer::x_request_id(MakeId::new()))
         // ...and the caller sees it on the response.
         .layer(PropagateRequestIdLayer::x_request_id())
+        // One span per request, continuing the caller's trace; above the surface so it
+        // covers decoding and encoding.
+        .layer(ServerSpanLayer)
         // Bytes become IR here, once; replies and errors go back in the caller's format.
         .layer(SurfaceLayer::new(
             config.max_body_bytes,
             std::time::Duration::from_secs_f64(config.body_read_timeout_secs),
         ))
+        // Right below the surface: every decoded request is counted once when it settles,
+        // rejections by any later layer included.
+        .layer(UsageLayer::new(
+            prices.clone(),
+            config.telemetry.log_content,
+        ))
+        // Who is calling, before anything is spent on them (401/403 in the caller's format).
+        .layer(AuthLayer::new(keys.clone()))
+        // Tells the usage layer the caller's team, so a rate-limit or budget refusal below is
+        // counted for it.
+        .layer(TapLayer::new(routes.clone()))
+        // Per-key rpm/tpm against the shared state: refused before any budget is reserved.
+        .layer(RateLimitLayer::new(state.clone(), prefix, &keys))
+        // Spend: reserved before, debited with the actual cost when the reply settles.
+        .layer(BudgetLayer::new(state.clone(), prefix, prices.clone()))
         // The model name becomes a plan of targets (unknown model: 404 before any work).
-        .layer(RouteLayer::new(routes.clone(), Arc::new(make_target)))
+        .layer(RouteLayer::new(routes.clone(), make))
         // The plan is put in the route's strategy order, unavailable targets left out.
         .layer(BalanceLayer)
+        // Just above retry: tells the usage layer the route once the plan is final.
+        .layer(TapLayer::new(routes.clone()))
         // Attempts over the plan's targets, each through its own per-target stack.
         .service(Retry::new(config.retry.clone()));
-    Ok(Stack { service, routes })
+    let spend = SpendReport::new(state.clone(), prefix, keys);
+    Ok(Stack {
+        service,
+        routes,
+        state,
+        spend,
+    })
 }

@@ -1,5 +1,5 @@
-//! Secrets never leak: a provider key and an admin token planted in config, a caller key sent
-//! in every header an SDK uses, traffic that succeeds, streams, fails with an upstream 401 (its
+//! Secrets never leak: a provider key, an admin token and a caller key planted in config, the
+//! caller key sent in every header an SDK uses, traffic that succeeds, streams, fails with an upstream 401 (its
 //! message quoting the key, as OpenAI's does), 5xx and 4xx messages echoing the key, and error
 //! events mid-stream. Logs are captured at trace level (every crate), and the logs, every
 //! response body and header, and the admin plane (`/metrics`, `/config`, `/providers`,
@@ -124,6 +124,9 @@ providers:
 models:
   - name: chat-default
     targets: [p0/m]
+keys:
+  - name: team-a
+    key: {CALLER_KEY}
 ",
         up.url_with("v1")
     );
@@ -178,6 +181,22 @@ models:
         )
         .await;
     responses.push(("anthropic request".into(), r));
+    // A wrong caller key that shares the planted key's prefix: refused, not echoed.
+    let wrong = format!("{CALLER_KEY}-wrong");
+    let r = gw
+        .call(
+            Method::POST,
+            "/v1/chat/completions",
+            &[
+                ("authorization", &format!("Bearer {wrong}")),
+                ("content-type", "application/json"),
+            ],
+            ask(false),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    assert!(!r.text().contains(&wrong));
+    responses.push(("wrong caller key".into(), r));
     for (place, r) in &responses {
         assert_resp_clean(place, r);
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Deserializer};
 
-use super::{Config, ProviderKind};
+use super::{Config, KeyConfig, ProviderKind, StateBackend};
 
 /// Where `${VAR}` and `file:` references are looked up: the real environment and file system,
 /// or a map in tests.
@@ -147,12 +147,193 @@ pub fn load_str(text: &str, strings: &dyn Strings) -> Result<Config, ConfigError
     } else {
         serde_saphyr::from_str(text).map_err(|e| ConfigError(e.to_string()))?
     };
+    let inline_keys = config.keys.len();
+    load_keys_file(&mut config, strings)?;
     resolve_secrets(&mut config, strings)?;
     validate(&config)?;
+    validate_limits(&config, inline_keys)?;
     Ok(config)
 }
 
+/// Appends the keys of `keys_file` (a YAML list shaped like `keys:`) to the config's.
+fn load_keys_file(config: &mut Config, strings: &dyn Strings) -> Result<(), ConfigError> {
+    let Some(path) = config.keys_file.as_deref() else {
+        return Ok(());
+    };
+    let text = strings
+        .file(path)
+        .map_err(|e| at(0, "keys_file", format!("cannot read '{path}': {e}")))?;
+    if text.trim().is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<KeyConfig> =
+        serde_saphyr::from_str(&text).map_err(|e| at(0, "keys_file", format!("'{path}': {e}")))?;
+    config.keys.extend(keys);
+    Ok(())
+}
+
+/// Keys, limits, budgets, prices and the state backend.
+fn validate_limits(config: &Config, inline_keys: usize) -> Result<(), ConfigError> {
+    let file = config.keys_file.as_deref().unwrap_or_default();
+    let mut names = HashSet::new();
+    let mut digests = HashSet::new();
+    for (i, k) in config.keys.iter().enumerate() {
+        let line = k.name.referenced.line();
+        let field = |f: &str| {
+            if i < inline_keys {
+                format!("keys[{i}].{f}")
+            } else {
+                format!("keys_file '{file}': [{}].{f}", i - inline_keys)
+            }
+        };
+        let name = k.name.value.as_str();
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(at(
+                line,
+                &field("name"),
+                format!("'{name}' must be non-empty, without spaces"),
+            ));
+        }
+        if !names.insert(name) {
+            return Err(at(
+                line,
+                &field("name"),
+                format!("key '{name}' is defined twice"),
+            ));
+        }
+        let digest = match (&k.key, &k.key_sha256) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(at(
+                    line,
+                    &field("key"),
+                    "give exactly one of key, key_sha256",
+                ))
+            }
+            (Some(s), None) if s.expose().is_empty() => {
+                return Err(at(
+                    line,
+                    &field("key"),
+                    format!("{} resolved to an empty value", s.source()),
+                ))
+            }
+            (Some(s), None) => s.expose().to_owned(),
+            (None, Some(h)) => {
+                if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(at(
+                        line,
+                        &field("key_sha256"),
+                        "must be 64 hex digits (the SHA-256 of the key)",
+                    ));
+                }
+                h.to_ascii_lowercase()
+            }
+        };
+        // Comparing resolved keys with hex digests would miss a key given both ways; a
+        // duplicate among either kind is still a mistake worth refusing.
+        if !digests.insert(digest) {
+            return Err(at(
+                line,
+                &field("key"),
+                "the same key is given to two names",
+            ));
+        }
+        if k.team.as_deref().is_some_and(str::is_empty) {
+            return Err(at(line, &field("team"), "must not be empty"));
+        }
+        for (f, v) in [("rpm", k.rpm), ("tpm", k.tpm)] {
+            if v == Some(0) {
+                return Err(at(
+                    line,
+                    &field(f),
+                    "must be at least 1 (omit it for no limit)",
+                ));
+            }
+        }
+        for (f, v) in [
+            ("budget_usd_per_day", k.budget_usd_per_day),
+            ("budget_usd_per_month", k.budget_usd_per_month),
+        ] {
+            if v.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+                return Err(at(line, &field(f), "must be a number of USD, 0 or more"));
+            }
+        }
+    }
+    for (i, p) in config.providers.iter().enumerate() {
+        for (f, v) in [("rpm", p.rpm), ("tpm", p.tpm)] {
+            if v == Some(0) {
+                return Err(at(
+                    p.name.referenced.line(),
+                    &format!("providers[{i}].{f}"),
+                    "must be at least 1 (omit it for no limit)",
+                ));
+            }
+        }
+    }
+    for (model, p) in &config.prices {
+        let ok = |v: f64| v.is_finite() && v >= 0.0;
+        if !(ok(p.input)
+            && ok(p.output)
+            && p.cached_input.is_none_or(ok)
+            && p.cache_write.is_none_or(ok))
+        {
+            return Err(at(
+                0,
+                &format!("prices.{model}"),
+                "prices must be USD per million tokens, 0 or more",
+            ));
+        }
+    }
+    let st = &config.state;
+    match (st.backend, &st.url) {
+        (StateBackend::Redis, None) => {
+            return Err(at(0, "state.url", "required for backend redis"))
+        }
+        (StateBackend::Redis, Some(url)) => {
+            let v = url.expose();
+            if !(v.starts_with("redis://")
+                || v.starts_with("redis+unix://")
+                || v.starts_with("unix://"))
+            {
+                return Err(at(
+                    0,
+                    "state.url",
+                    format!("{} must be a redis:// or unix:// URL", url.source()),
+                ));
+            }
+        }
+        _ => {}
+    }
+    if st.prefix.is_empty() || st.prefix.contains(['{', '}', ' ']) {
+        return Err(at(
+            0,
+            "state.prefix",
+            "must be non-empty, without braces or spaces",
+        ));
+    }
+    if st.timeout_ms == 0 {
+        return Err(at(0, "state.timeout_ms", "must be at least 1"));
+    }
+    if !(st.retry_secs.is_finite() && st.retry_secs > 0.0) {
+        return Err(at(
+            0,
+            "state.retry_secs",
+            "must be a positive number of seconds",
+        ));
+    }
+    Ok(())
+}
+
 fn resolve_secrets(config: &mut Config, strings: &dyn Strings) -> Result<(), ConfigError> {
+    if let Some(url) = &mut config.state.url {
+        url.resolve(strings).map_err(|e| at(0, "state.url", e))?;
+    }
+    for (i, k) in config.keys.iter_mut().enumerate() {
+        let line = k.name.referenced.line();
+        if let Some(key) = &mut k.key {
+            key.resolve(strings)
+                .map_err(|e| at(line, &format!("keys[{i}].key"), e))?;
+        }
+    }
     if let Some(t) = &mut config.admin_token {
         t.resolve(strings).map_err(|e| at(0, "admin_token", e))?;
     }
@@ -524,5 +705,62 @@ models:
         );
         assert_eq!(interpolate("${UNSET:-fallback}", &s).unwrap(), "fallback");
         assert!(interpolate("${UNTERMINATED", &s).is_err());
+    }
+
+    #[test]
+    fn keys_state_and_prices_load() {
+        let s = Map(HashMap::from([
+            ("TEAM_A_KEY", "sk-a"),
+            (
+                "/run/keys.yaml",
+                "- name: file-key\n  key_sha256: 2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae\n  rpm: 5\n",
+            ),
+        ]));
+        let c = load_str(
+            "state:\n  backend: redis\n  url: redis://127.0.0.1:6379\nkeys_file: /run/keys.yaml\nkeys:\n  - name: team-a\n    key: ${TEAM_A_KEY}\n    team: search\n    models: [\"chat-*\"]\n    rpm: 60\n    tpm: 100000\n    budget_usd_per_day: 5\nproviders:\n  - {name: p, kind: mock, rpm: 500, tpm: 200000}\nprices:\n  my-model: {input: 1, output: 2, cached_input: 0.5}\n",
+            &s,
+        )
+        .unwrap();
+        assert_eq!(c.state.backend, crate::config::StateBackend::Redis);
+        assert_eq!(c.keys.len(), 2);
+        assert_eq!(c.keys[0].key.as_ref().unwrap().expose(), "sk-a");
+        assert_eq!(c.keys[1].name.value, "file-key");
+        assert_eq!(c.providers[0].rpm, Some(500));
+        assert_eq!(c.prices["my-model"].cached_input, Some(0.5));
+        assert!(!format!("{c:?}").contains("sk-a"));
+    }
+
+    #[test]
+    fn bad_keys_and_state_name_the_field() {
+        let e = err("keys:\n  - name: a\n    key: x\n    key_sha256: ab\n");
+        assert!(
+            e.contains("line 2") && e.contains("keys[0].key") && e.contains("exactly one"),
+            "{e}"
+        );
+        let e = err("keys:\n  - name: a\n    key_sha256: abc\n");
+        assert!(
+            e.contains("keys[0].key_sha256") && e.contains("64 hex"),
+            "{e}"
+        );
+        let e = err("keys:\n  - {name: a, key: x}\n  - {name: b, key: x}\n");
+        assert!(e.contains("line 3") && e.contains("same key"), "{e}");
+        let e = err("keys:\n  - {name: a, key: x, rpm: 0}\n");
+        assert!(e.contains("keys[0].rpm"), "{e}");
+        let e = err("keys:\n  - {name: a, key: x, budget_usd_per_day: -1}\n");
+        assert!(e.contains("budget_usd_per_day"), "{e}");
+        let e = err("keys:\n  - {name: a, key: x, rmp: 3}\n");
+        assert!(e.contains("rmp"), "{e}");
+        let e = err("state:\n  backend: redis\n");
+        assert!(e.contains("state.url: required"), "{e}");
+        let e = err("state:\n  backend: redis\n  url: http://x\n");
+        assert!(e.contains("state.url") && e.contains("redis://"), "{e}");
+        let e = err("state:\n  backend: etcd\n");
+        assert!(e.contains("etcd"), "{e}");
+        let e = err("providers:\n  - {name: p, kind: mock, tpm: 0}\n");
+        assert!(e.contains("providers[0].tpm"), "{e}");
+        let e = err("prices:\n  m: {input: -1, output: 1}\n");
+        assert!(e.contains("prices.m"), "{e}");
+        let e = err("keys_file: /nope.yaml\n");
+        assert!(e.contains("keys_file") && e.contains("/nope.yaml"), "{e}");
     }
 }

@@ -38,12 +38,50 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     /// Public model routes.
     pub models: Vec<ModelConfig>,
+    /// Where limits and spend are kept: this process (default) or Redis, shared by replicas.
+    pub state: StateConfig,
+    /// Caller keys. None configured: auth is off and every caller is `anonymous`.
+    pub keys: Vec<KeyConfig>,
+    /// A YAML file with more caller keys (a list shaped like `keys`), e.g. a mounted Secret.
+    pub keys_file: Option<String>,
+    /// Per-model price overrides (USD per million tokens), over the shipped table.
+    pub prices: BTreeMap<String, PriceConfig>,
     /// Retry policy.
     pub retry: RetryConfig,
     /// When set, the admin plane's operator endpoints (drain, pin) require
     /// `Authorization: Bearer <token>`. Set it whenever the admin port is reachable from
     /// outside the pod.
     pub admin_token: Option<Secret>,
+    /// Traces and request logs.
+    pub telemetry: TelemetryConfig,
+}
+
+/// Traces and request logs. Trace export is off unless an endpoint is set here or in the
+/// standard `OTEL_EXPORTER_OTLP_ENDPOINT` variable; these fields win over the variables.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP collector endpoint for traces (`http://collector:4318` for HTTP,
+    /// `http://collector:4317` for gRPC).
+    pub otlp_endpoint: Option<String>,
+    /// `grpc` or `http/protobuf` (default: `OTEL_EXPORTER_OTLP_PROTOCOL`, else `http/protobuf`).
+    pub otlp_protocol: Option<OtlpProtocol>,
+    /// `service.name` of the spans (default: `OTEL_SERVICE_NAME`, else `switchyard`).
+    pub service_name: Option<String>,
+    /// Whether request log lines include prompts and completions. Off: they may hold
+    /// personal data. Keys and credentials are never logged either way.
+    pub log_content: bool,
+}
+
+/// The OTLP transports switchyard speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC.
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies.
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
 }
 
 impl Default for Config {
@@ -57,10 +95,102 @@ impl Default for Config {
             mock: None,
             providers: Vec::new(),
             models: Vec::new(),
+            state: StateConfig::default(),
+            keys: Vec::new(),
+            keys_file: None,
+            prices: BTreeMap::new(),
             retry: RetryConfig::default(),
             admin_token: None,
+            telemetry: TelemetryConfig::default(),
         }
     }
+}
+
+/// Which store keeps rate-limit and spend state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateBackend {
+    /// In this process: right for one sidecar; replicas do not share limits.
+    #[default]
+    Memory,
+    /// A Redis-protocol server (Redis, Valkey) shared by every replica.
+    Redis,
+}
+
+/// `state:` — the shared-state backend.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// `memory` (default) or `redis`.
+    pub backend: StateBackend,
+    /// `redis://[user:password@]host:port[/db]`; a secret reference (it may hold a password).
+    pub url: Option<Secret>,
+    /// Prefix of every key switchyard writes, so deployments can share one server.
+    pub prefix: String,
+    /// Longest wait for one Redis call before the request is decided on local state.
+    pub timeout_ms: u64,
+    /// While Redis is unreachable, how often one request probes it again.
+    pub retry_secs: f64,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            backend: StateBackend::Memory,
+            url: None,
+            prefix: "switchyard".into(),
+            timeout_ms: 100,
+            retry_secs: 1.0,
+        }
+    }
+}
+
+/// One caller key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Unique name: the principal in logs, metrics and `/spend`.
+    pub name: Spanned<String>,
+    /// The key itself (`${ENV}`, `file:` or literal); hashed at load, never kept in clear.
+    #[serde(default)]
+    pub key: Option<Secret>,
+    /// Or the hex SHA-256 of the key, so the config holds no usable secret.
+    #[serde(default)]
+    pub key_sha256: Option<String>,
+    /// The team the key belongs to (default `default`).
+    #[serde(default)]
+    pub team: Option<String>,
+    /// Globs over public model names the key may use; default all.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    /// Requests per minute.
+    #[serde(default)]
+    pub rpm: Option<u64>,
+    /// Tokens (input + output) per minute.
+    #[serde(default)]
+    pub tpm: Option<u64>,
+    /// Spend limit per UTC day, USD.
+    #[serde(default)]
+    pub budget_usd_per_day: Option<f64>,
+    /// Spend limit per UTC calendar month, USD.
+    #[serde(default)]
+    pub budget_usd_per_month: Option<f64>,
+}
+
+/// A price override, USD per million tokens.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    /// Uncached input.
+    pub input: f64,
+    /// Output.
+    pub output: f64,
+    /// Input read from a prompt cache (default: `input`).
+    #[serde(default)]
+    pub cached_input: Option<f64>,
+    /// Input written to a prompt cache (default: `input`).
+    #[serde(default)]
+    pub cache_write: Option<f64>,
 }
 
 /// The wire format and conventions of an upstream.
@@ -146,6 +276,13 @@ pub struct ProviderConfig {
     /// (`stream_options.include_usage`). Turn off only for servers that reject the field.
     #[serde(default = "yes")]
     pub stream_usage: bool,
+    /// The provider account's own requests-per-minute limit: traffic over it spills to the
+    /// next target instead of collecting 429s.
+    #[serde(default)]
+    pub rpm: Option<u64>,
+    /// The provider account's own tokens-per-minute limit.
+    #[serde(default)]
+    pub tpm: Option<u64>,
     /// Longest gap allowed between two events of a stream.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout_secs: f64,
@@ -438,10 +575,29 @@ impl Config {
                 first_byte_timeout_secs: default_first_byte_timeout(),
                 total_timeout_secs: default_total_timeout(),
                 stream_usage: true,
+                rpm: None,
+                tpm: None,
                 idle_timeout_secs: default_idle_timeout(),
                 breaker: BreakerConfig::default(),
             });
         }
         config
+    }
+}
+
+/// Model-name globs (provider `models`, key `models`): `*` matches any run of characters;
+/// everything else literally.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, tail)) => {
+            let Some(rest) = name.strip_prefix(head) else {
+                return false;
+            };
+            if !tail.contains('*') {
+                return rest.len() >= tail.len() && rest.ends_with(tail);
+            }
+            (0..=rest.len()).any(|i| rest.is_char_boundary(i) && glob_match(tail, &rest[i..]))
+        }
     }
 }

@@ -98,21 +98,7 @@ fn default_offers(kind: ProviderKind) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
-/// `*` matches any run of characters; everything else literally.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == name,
-        Some((head, tail)) => {
-            let Some(rest) = name.strip_prefix(head) else {
-                return false;
-            };
-            if !tail.contains('*') {
-                return rest.len() >= tail.len() && rest.ends_with(tail);
-            }
-            (0..=rest.len()).any(|i| rest.is_char_boundary(i) && glob_match(tail, &rest[i..]))
-        }
-    }
-}
+pub use crate::config::glob_match;
 
 /// Replaces every occurrence of a secret in the caller-visible parts of an error.
 fn redact(secrets: &[String], mut e: Error) -> Error {

@@ -76,7 +76,7 @@ fn endpoint(method: &Method, path: &str, headers: &http::HeaderMap) -> Endpoint 
         "/models" => (Method::GET, Endpoint::Models(format)),
         r if r.starts_with("/models/") && format == Format::OpenAi => (
             Method::GET,
-            Endpoint::OpenAiModel(r["/models/".len()..].to_owned()),
+            Endpoint::OpenAiModel(percent_decode(&r["/models/".len()..])),
         ),
         _ => return Endpoint::NotFound(format),
     };
@@ -85,6 +85,32 @@ fn endpoint(method: &Method, path: &str, headers: &http::HeaderMap) -> Endpoint 
     } else {
         Endpoint::MethodNotAllowed(format, want)
     }
+}
+
+/// Decodes `%XX` escapes in a path segment (SDKs send `mock/echo` as `mock%2Fecho`); a
+/// malformed escape is kept as written.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_owned())
 }
 
 /// Decodes caller APIs into IR for the inner service, and encodes its replies.
@@ -272,6 +298,9 @@ where
                 (_, body) => openai::encode_reply(body, stream_opts),
             };
             add_reply_headers(&mut resp, &reply.served_by, reply.attempts);
+            if let Some(ir::ResponseHeaders(h)) = reply.extensions.get() {
+                resp.headers_mut().extend(h.clone());
+            }
             let overhead = received_at
                 .elapsed()
                 .saturating_sub(reply.upstream_time)
@@ -348,6 +377,9 @@ pub fn error_response(format: Format, err: &Error) -> http::Response<Body> {
         _ => wire::openai::encode_error(err),
     };
     let mut resp = json_response(status, body);
+    if let Some(h) = &err.headers {
+        resp.headers_mut().extend((**h).clone());
+    }
     if let Some(ra) = err.retry_after {
         let secs = ra.as_secs() + u64::from(ra.subsec_nanos() > 0);
         resp.headers_mut()
@@ -391,26 +423,35 @@ impl http_body::Body for SseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        // Events that are already available go out together in one frame (one write);
+        // nothing waits for more: as soon as the stream has nothing ready, what we have is
+        // sent.
+        const COALESCE_BYTES: usize = 16 * 1024;
         let this = &mut *self;
         loop {
-            if this.done {
-                return Poll::Ready(None);
+            if this.done || this.buf.len() >= COALESCE_BYTES {
+                break;
             }
-            match futures_util::ready!(this.events.as_mut().poll_next(cx)) {
-                Some(Ok(ev)) => this.encoder.event(&ev, &mut this.buf),
-                Some(Err(e)) => {
+            match this.events.as_mut().poll_next(cx) {
+                Poll::Pending => break,
+                Poll::Ready(Some(Ok(ev))) => this.encoder.event(&ev, &mut this.buf),
+                Poll::Ready(Some(Err(e))) => {
                     this.encoder.error(&e, &mut this.buf);
                     this.done = true;
                 }
-                None => {
+                Poll::Ready(None) => {
                     this.encoder.finish(&mut this.buf);
                     this.done = true;
                 }
             }
-            if !this.buf.is_empty() {
-                let chunk = this.buf.split().freeze();
-                return Poll::Ready(Some(Ok(Frame::data(chunk))));
-            }
+        }
+        if !this.buf.is_empty() {
+            return Poll::Ready(Some(Ok(Frame::data(this.buf.split().freeze()))));
+        }
+        if this.done {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
         }
     }
 }
@@ -431,4 +472,22 @@ pub fn sse_response(
         HeaderValue::from_static("no-cache"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("mock%2Fecho"), "mock/echo");
+        assert_eq!(percent_decode("a%2fb%20c"), "a/b c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(
+            percent_decode("%ff"),
+            "%ff",
+            "invalid UTF-8 is kept as written"
+        );
+    }
 }

@@ -281,6 +281,17 @@ fn generation_config(req: &ir::ChatRequest) -> Map<String, Value> {
         "stopSequences",
         (!req.stop.is_empty()).then(|| json!(req.stop)),
     );
+    // OpenAI sampling fields the IR carries in `extra` that Gemini's generationConfig has
+    // under its own names.
+    if req.source == ir::Format::OpenAi {
+        for (from, to) in [
+            ("seed", "seed"),
+            ("presence_penalty", "presencePenalty"),
+            ("frequency_penalty", "frequencyPenalty"),
+        ] {
+            set(to, req.extra.get(from).filter(|v| v.is_number()).cloned());
+        }
+    }
     match &req.response_format {
         None | Some(ir::ResponseFormat::Text) => {}
         Some(ir::ResponseFormat::JsonObject) => {
@@ -883,3 +894,23 @@ fn fresh_id() -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod sampling_tests {
+    use super::*;
+
+    #[test]
+    fn openai_seed_and_penalties_reach_generation_config() {
+        let mut req = ir::ChatRequest::new("m", ir::Format::OpenAi);
+        req.messages.push(ir::Message::text(ir::Role::User, "hi"));
+        req.extra.insert("seed".into(), json!(7));
+        req.extra.insert("presence_penalty".into(), json!(0.5));
+        req.extra.insert("frequency_penalty".into(), json!(-0.25));
+        req.extra.insert("logprobs".into(), json!(true));
+        let body: Value = serde_json::from_slice(&encode_request(&req).unwrap()).unwrap();
+        assert_eq!(
+            body["generationConfig"],
+            json!({"seed": 7, "presencePenalty": 0.5, "frequencyPenalty": -0.25})
+        );
+    }
+}

@@ -5,6 +5,8 @@
 //! the compatible servers (Groq, Mistral, vLLM, Ollama, ...). Unknown request fields are kept in
 //! `extra` and written back untouched when the upstream speaks this format too.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use bytes::BytesMut;
 use serde::ser::{SerializeMap, SerializeSeq};
@@ -1063,15 +1065,15 @@ pub fn encode_chat_reply(r: &ChatReply) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Deserialize)]
-struct ChunkWire {
-    #[serde(default)]
-    id: String,
-    #[serde(default)]
-    model: String,
+struct ChunkWire<'a> {
+    #[serde(default, borrow)]
+    id: Cow<'a, str>,
+    #[serde(default, borrow)]
+    model: Cow<'a, str>,
     #[serde(default)]
     created: u64,
-    #[serde(default)]
-    choices: Vec<ChunkChoiceWire>,
+    #[serde(default, borrow)]
+    choices: Vec<ChunkChoiceWire<'a>>,
     #[serde(default)]
     usage: Option<UsageWire>,
     #[serde(default)]
@@ -1079,41 +1081,41 @@ struct ChunkWire {
 }
 
 #[derive(Deserialize)]
-struct ChunkChoiceWire {
+struct ChunkChoiceWire<'a> {
     #[serde(default)]
     index: u32,
-    #[serde(default)]
-    delta: Option<DeltaWire>,
-    #[serde(default)]
-    finish_reason: Option<String>,
+    #[serde(default, borrow)]
+    delta: Option<DeltaWire<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
-struct DeltaWire {
-    #[serde(default)]
-    content: Option<String>,
-    #[serde(default)]
-    refusal: Option<String>,
-    #[serde(default)]
-    tool_calls: Option<Vec<ToolCallDeltaWire>>,
+struct DeltaWire<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<ToolCallDeltaWire<'a>>>,
 }
 
 #[derive(Deserialize)]
-struct ToolCallDeltaWire {
+struct ToolCallDeltaWire<'a> {
     #[serde(default)]
     index: Option<u32>,
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    function: Option<FunctionDeltaWire>,
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    function: Option<FunctionDeltaWire<'a>>,
 }
 
 #[derive(Deserialize)]
-struct FunctionDeltaWire {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    arguments: Option<String>,
+struct FunctionDeltaWire<'a> {
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    arguments: Option<Cow<'a, str>>,
 }
 
 /// Decodes an OpenAI-format upstream's chunk stream.
@@ -1140,7 +1142,7 @@ impl wire::StreamDecoder for StreamDecoder {
         if data.is_empty() {
             return Ok(());
         }
-        let c: ChunkWire =
+        let c: ChunkWire<'_> =
             serde_json::from_str(data).map_err(|e| protocol_error("stream chunk", e))?;
         if let Some(e) = c.error {
             return Err(error_from_body(500, e));
@@ -1148,24 +1150,20 @@ impl wire::StreamDecoder for StreamDecoder {
         if !self.started {
             self.started = true;
             out.push(StreamEvent::Start {
-                id: c.id,
-                model: c.model,
+                id: c.id.into_owned(),
+                model: c.model.into_owned(),
                 created: c.created,
             });
         }
         for ch in c.choices {
             if let Some(d) = ch.delta {
-                if let Some(t) = d.content.filter(|t| !t.is_empty()) {
-                    out.push(StreamEvent::TextDelta {
-                        choice: ch.index,
-                        text: t,
-                    });
-                }
-                if let Some(t) = d.refusal.filter(|t| !t.is_empty()) {
-                    out.push(StreamEvent::TextDelta {
-                        choice: ch.index,
-                        text: t,
-                    });
+                for t in [d.content, d.refusal].into_iter().flatten() {
+                    if !t.is_empty() {
+                        out.push(StreamEvent::TextDelta {
+                            choice: ch.index,
+                            text: t.into_owned(),
+                        });
+                    }
                 }
                 for (pos, tc) in d.tool_calls.unwrap_or_default().into_iter().enumerate() {
                     let index = tc.index.unwrap_or(pos as u32);
@@ -1177,15 +1175,18 @@ impl wire::StreamDecoder for StreamDecoder {
                         out.push(StreamEvent::ToolCallStart {
                             choice: ch.index,
                             index,
-                            id: tc.id.unwrap_or_else(|| format!("call_{index}")),
-                            name: name.unwrap_or_default(),
+                            id: tc
+                                .id
+                                .map(Cow::into_owned)
+                                .unwrap_or_else(|| format!("call_{index}")),
+                            name: name.map(Cow::into_owned).unwrap_or_default(),
                         });
                     }
                     if let Some(a) = args.filter(|a| !a.is_empty()) {
                         out.push(StreamEvent::ToolCallDelta {
                             choice: ch.index,
                             index,
-                            arguments: a,
+                            arguments: a.into_owned(),
                         });
                     }
                 }

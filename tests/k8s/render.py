@@ -233,7 +233,11 @@ def scenario_defaults() -> None:
     check(c["securityContext"]["readOnlyRootFilesystem"] is True, "read-only root filesystem")
     check(pod["securityContext"]["runAsNonRoot"] is True, "non-root")
     check(not by_kind(docs, "Role") and not by_kind(docs, "ClusterRole"), "no API permissions granted")
-    (cm,) = by_kind(docs, "ConfigMap")
+    dashboards = [c for c in by_kind(docs, "ConfigMap") if "grafana_dashboard" in c["metadata"].get("labels", {})]
+    shipped = sorted(f for f in os.listdir(os.path.join(ROOT, "deploy", "grafana")) if f.endswith(".json"))
+    check(sorted(k for d in dashboards for k in d.get("data", {})) == shipped,
+          "every deploy/grafana dashboard ships as a ConfigMap")
+    (cm,) = [c for c in by_kind(docs, "ConfigMap") if c not in dashboards]
     check(cm["metadata"]["namespace"] == "default", "default config in namespace default")
     validate_all(docs, "defaults")
 

@@ -5,7 +5,8 @@ tests/sdk/run.sh starts the servers and exports their base URLs:
 - SWITCHYARD_BUILTIN_URL: `switchyard serve` without config (the in-process mock provider).
 - SWITCHYARD_ROUTED_URL: `switchyard serve --config` whose public models route to a separate
   `switchyard mock` upstream, as an `openai_compatible` provider (`chat-default`, ...) and as
-  an `anthropic` provider (`chat-anthropic`, ...).
+  an `anthropic` provider (`chat-anthropic`, ...), and to tests/sdk/gemini_mock.py (Google AI's
+  Gemini REST API, answered by the echo mock's rules) as a `gemini` provider (`chat-gemini`, ...).
 - SWITCHYARD_ANTHROPIC: "1" when the build serves `POST /v1/messages`.
 
 Every SDK test is parametrized over the targets below, so each runs against the in-process
@@ -14,6 +15,7 @@ mock and through a real upstream hop.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -30,6 +32,7 @@ class Target:
     provider: str  # expected x-switchyard-provider
     upstream_model: str  # expected x-switchyard-model for `chat`
     embeddings: bool = True  # whether the route can embed (Anthropic has no embeddings API)
+    upstream_kind: str = "mock"  # wire format of the upstream: mock, openai, anthropic, gemini
 
     @property
     def openai_base(self) -> str:
@@ -47,11 +50,15 @@ def _targets() -> list[Target]:
         Target("builtin", builtin, "mock/echo", "mock/lorem", "mock/embed", "mock", "echo"),
         Target(
             "routed-openai", routed, "chat-default", "chat-lorem", "embed-default",
-            "upstream", "echo",
+            "upstream", "echo", upstream_kind="openai",
         ),
         Target(
             "routed-anthropic", routed, "chat-anthropic", "chat-anthropic-lorem", "",
-            "upstream-anthropic", "echo", embeddings=False,
+            "upstream-anthropic", "echo", embeddings=False, upstream_kind="anthropic",
+        ),
+        Target(
+            "routed-gemini", routed, "chat-gemini", "chat-gemini-lorem", "embed-gemini",
+            "gemini-up", "gemini-2.5-flash", upstream_kind="gemini",
         ),
     ]
 
@@ -60,6 +67,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "target" in metafunc.fixturenames:
         targets = _targets()
         metafunc.parametrize("target", targets, ids=[t.id for t in targets])
+
+
+def tool_result_text(target: Target, content: str) -> str:
+    """What the echo model answers after a plain-text tool result `content`.
+
+    Gemini's `functionResponse.response` must be a JSON object (a protobuf Struct), so switchyard
+    sends a text result as `{"content": text}` (src/wire/gemini.rs) and the Gemini mock reports
+    that object as JSON; the other upstreams carry the text itself.
+    """
+    if target.upstream_kind == "gemini":
+        return "tool result: " + json.dumps({"content": content})
+    return "tool result: " + content
 
 
 ANTHROPIC_SURFACE = os.environ.get("SWITCHYARD_ANTHROPIC") == "1"

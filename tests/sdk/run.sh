@@ -5,8 +5,10 @@
 # Starts, on free loopback ports (each binds port 0; the script reads the address it printed):
 #   builtin  `switchyard serve` with no config (the built-in mock provider);
 #   upstream `switchyard mock` (the mock provider alone, OpenAI and Anthropic wire formats);
+#   gemini   tests/sdk/gemini_mock.py (a Gemini-format upstream: Google AI's v1beta REST API);
 #   routed   `switchyard serve --config` routing public model names to that upstream, once as an
-#            `openai_compatible` provider and once as an `anthropic` provider;
+#            `openai_compatible` provider and once as an `anthropic` provider, and to the
+#            Gemini mock as a `gemini` provider;
 # then runs tests/sdk/test_*.py with pytest and tests/sdk/node/*.test.mjs with `node --test`.
 #
 # Env: SWITCHYARD_BIN (default target/release/switchyard, built if absent),
@@ -148,10 +150,18 @@ pid_builtin=$!
 started+=($!)
 pid_upstream=$!
 
+# The Gemini mock prints its port alone on its first stdout line; its request log goes to stderr.
+"$venv/bin/python" "$here/gemini_mock.py" --api-key test-gemini-key \
+    >"$work/gemini.port" 2>"$work/gemini.log" &
+started+=($!)
+pid_gemini=$!
+
 line="$(wait_line "switchyard serve (built-in mock)" "$pid_builtin" "$work/builtin.log" "$serve_re")"
 read -r builtin_addr builtin_admin <<<"$(addrs "$line")"
 line="$(wait_line "switchyard mock (upstream)" "$pid_upstream" "$work/upstream.log" "http://$addr_re/v1")"
 upstream_addr="$(addrs "$line")"
+gemini_port="$(wait_line "gemini_mock.py (Gemini upstream)" "$pid_gemini" "$work/gemini.port" '^[0-9]+$')"
+gemini_addr="127.0.0.1:$gemini_port"
 
 cat >"$work/routed.yaml" <<YAML
 listen: 127.0.0.1:0
@@ -165,6 +175,10 @@ providers:
     kind: anthropic
     base_url: http://$upstream_addr
     api_key: sk-ant-sdk-test
+  - name: gemini-up
+    kind: gemini
+    base_url: http://$gemini_addr/v1beta
+    api_key: test-gemini-key
 models:
   - name: chat-default
     targets: [upstream/echo]
@@ -176,6 +190,12 @@ models:
     targets: [upstream-anthropic/echo]
   - name: chat-anthropic-lorem
     targets: [upstream-anthropic/lorem]
+  - name: chat-gemini
+    targets: [gemini-up/gemini-2.5-flash]
+  - name: chat-gemini-lorem
+    targets: [gemini-up/gemini-lorem]
+  - name: embed-gemini
+    targets: [gemini-up/text-embedding-004]
 YAML
 "$bin" serve --config "$work/routed.yaml" >"$work/routed.log" 2>&1 &
 started+=($!)
@@ -187,13 +207,16 @@ wait_http "switchyard serve (built-in mock)" "$pid_builtin" "http://$builtin_adm
 # The mock upstream's admin plane is on an ephemeral port it does not print: its model list is
 # its readiness.
 wait_http "switchyard mock (upstream)" "$pid_upstream" "http://$upstream_addr/v1/models"
+wait_http "gemini_mock.py (Gemini upstream)" "$pid_gemini" "http://$gemini_addr/healthz"
 wait_http "switchyard serve --config (routed)" "$pid_routed" "http://$routed_admin/readyz"
 echo "builtin  http://$builtin_addr (admin $builtin_admin)"
 echo "upstream http://$upstream_addr"
+echo "gemini   http://$gemini_addr/v1beta"
 echo "routed   http://$routed_addr (admin $routed_admin)"
 
 export SWITCHYARD_BUILTIN_URL="http://$builtin_addr"
 export SWITCHYARD_ROUTED_URL="http://$routed_addr"
+export SWITCHYARD_GEMINI_MOCK_URL="http://$gemini_addr"
 
 # Does this build serve the Anthropic caller surface?
 anthropic_status="$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 \

@@ -3,7 +3,8 @@
 Base URL is `http://host:port` (no /v1). Current SDKs send `Authorization: Bearer` (not only
 `x-api-key`) and a recent `anthropic-version`; switchyard must accept both as they come.
 Each test runs against every target in conftest.py: the in-process mock, an `openai_compatible`
-upstream hop (Anthropic caller, OpenAI upstream) and an `anthropic` upstream hop.
+upstream hop (Anthropic caller, OpenAI upstream), an `anthropic` upstream hop and a `gemini`
+upstream hop (Anthropic caller, Gemini upstream: tests/sdk/gemini_mock.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import anthropic
 import pydantic
 import pytest
 
-from conftest import ANTHROPIC_SKIP_REASON, ANTHROPIC_SURFACE, TIMEOUT, Target
+from conftest import ANTHROPIC_SKIP_REASON, ANTHROPIC_SURFACE, TIMEOUT, Target, tool_result_text
 
 pytestmark = pytest.mark.skipif(not ANTHROPIC_SURFACE, reason=ANTHROPIC_SKIP_REASON)
 
@@ -224,7 +225,7 @@ def test_tool_result_round_trip(client: anthropic.Anthropic, target: Target) -> 
             },
         ],
     )
-    assert second.content[0].text == "tool result: sunny, 21C"
+    assert second.content[0].text == tool_result_text(target, "sunny, 21C")
     assert second.stop_reason == "end_turn"
 
 

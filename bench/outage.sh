@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Load during an injected outage: switchyard in front of two mock upstreams (route
+# [a/echo, b/echo], fallback), constant load with oha, and upstream `a` failing with 503 for
+# the middle of the run. Reports the success rate, latency and attempts per request of a
+# baseline run and of the outage run, side by side.
+#
+#   bench/outage.sh                        # DURATION=20s CONC=16
+#   DURATION=30s CONC=64 bench/outage.sh
+#
+# Loopback only; every process started is stopped on exit; every wait is bounded.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DURATION="${DURATION:-20s}"
+CONC="${CONC:-16}"
+A_PORT="${A_PORT:-9111}"; A_ADMIN="${A_ADMIN:-9112}"
+B_PORT="${B_PORT:-9113}"; B_ADMIN="${B_ADMIN:-9114}"
+SY_PORT="${SY_PORT:-4110}"; SY_ADMIN="${SY_ADMIN:-9575}"
+export PATH="$HOME/.cargo/bin:$PATH"
+command -v oha >/dev/null || cargo install oha --locked
+command -v jq >/dev/null || { echo "jq is required" >&2; exit 1; }
+BIN="${SWITCHYARD_BIN:-$ROOT/target/release/switchyard}"
+[ -x "$BIN" ] || (cd "$ROOT" && cargo build --release --bin switchyard)
+
+work="$(mktemp -d)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+wait_ok() { # url
+  local deadline=$((SECONDS + 20))
+  until curl -fs -o /dev/null "$1"; do
+    ((SECONDS < deadline)) || { echo "not ready: $1" >&2; exit 1; }
+  done
+}
+
+"$BIN" mock --port "$A_PORT" --admin-port "$A_ADMIN" 2>"$work/a.log" & pids+=($!)
+"$BIN" mock --port "$B_PORT" --admin-port "$B_ADMIN" 2>"$work/b.log" & pids+=($!)
+cat >"$work/sy.yaml" <<YAML
+listen: 127.0.0.1:$SY_PORT
+admin: 127.0.0.1:$SY_ADMIN
+providers:
+  - {name: a, kind: openai_compatible, base_url: "http://127.0.0.1:$A_PORT/v1", models: [echo]}
+  - {name: b, kind: openai_compatible, base_url: "http://127.0.0.1:$B_PORT/v1", models: [echo]}
+models:
+  - name: chat
+    targets: [a/echo, b/echo]
+YAML
+"$BIN" serve --config "$work/sy.yaml" 2>"$work/sy.log" & pids+=($!)
+wait_ok "http://127.0.0.1:$A_ADMIN/mock/faults"
+wait_ok "http://127.0.0.1:$B_ADMIN/mock/faults"
+wait_ok "http://127.0.0.1:$SY_ADMIN/readyz"
+
+calls() { curl -fs "http://127.0.0.1:$1/mock/faults" | jq .calls; }
+BODY='{"model":"chat","messages":[{"role":"user","content":"hello there"}]}'
+secs=${DURATION%s}
+
+run() { # name, fault-schedule-function
+  local name=$1 schedule=$2
+  local a0 b0 a1 b1
+  a0=$(calls "$A_ADMIN"); b0=$(calls "$B_ADMIN")
+  $schedule &
+  local sched=$!
+  oha --no-tui --output-format json -z "$DURATION" -c "$CONC" -m POST \
+    -H 'content-type: application/json' -d "$BODY" \
+    "http://127.0.0.1:$SY_PORT/v1/chat/completions" >"$work/$name.json"
+  wait "$sched" || true
+  curl -fs -X DELETE "http://127.0.0.1:$A_ADMIN/mock/faults" >/dev/null
+  a1=$(calls "$A_ADMIN"); b1=$(calls "$B_ADMIN")
+  jq -r --arg name "$name" --argjson a $((a1 - a0)) --argjson b $((b1 - b0)) '
+    (.summary.successRate * 100) as $ok
+    | ([.statusCodeDistribution | to_entries[] | .value] | add) as $n
+    | "| \($name) | \(.summary.requestsPerSec | floor) | \($ok | . * 100 | floor / 100)% | \(.latencyPercentiles.p50 * 1000 | . * 1000 | floor / 1000) | \(.latencyPercentiles.p99 * 1000 | . * 1000 | floor / 1000) | \($a) | \($b) | \((($a + $b) / $n) * 10000 | floor / 10000) | \(.statusCodeDistribution | tostring) |"' \
+    "$work/$name.json"
+}
+
+no_faults() { :; }
+outage() {
+  # a fails with 503 from 25% to 75% of the run, then recovers.
+  sleep "$(awk -v s="$secs" 'BEGIN{print s*0.25}')"
+  curl -fs -X POST "http://127.0.0.1:$A_ADMIN/mock/faults?status=503" >/dev/null
+  sleep "$(awk -v s="$secs" 'BEGIN{print s*0.5}')"
+  curl -fs -X DELETE "http://127.0.0.1:$A_ADMIN/mock/faults" >/dev/null
+}
+
+echo "bench/outage.sh: DURATION=$DURATION CONC=$CONC ($(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
+echo
+echo "| run | req/s | success | p50 ms | p99 ms | calls to a | calls to b | attempts/request | statuses |"
+echo "|---|--:|--:|--:|--:|--:|--:|--:|---|"
+run baseline no_faults
+run outage outage
+echo
+grep -c "circuit breaker changed state" "$work/sy.log" | sed 's/^/breaker transitions logged: /'

@@ -1,0 +1,219 @@
+//! Per-attempt telemetry: one client span per upstream attempt (a child of the request's
+//! server span, so a fallback shows as sibling attempts under one request), the attempt
+//! counter by outcome, and the attempt duration.
+//!
+//! The outermost layer of each target's stack: a breaker refusal or a timeout of the layers
+//! below is an outcome of the attempt like any upstream error.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+use tracing::instrument::Instrumented;
+use tracing::{Instrument, Span};
+
+use super::usage::{finish_str, watch, GenAiProvider};
+use crate::config::ProviderKind;
+use crate::ir::{Attempt, Error, Reply, ReplyBody, Settlement, TargetStats};
+use crate::telemetry::metrics::AttemptSeries;
+use crate::telemetry::trace::{self, int};
+
+/// Telemetry of the attempts to one target.
+#[derive(Clone)]
+pub struct AttemptTelemetryLayer {
+    gen_ai: Arc<str>,
+    model: Arc<str>,
+    series: AttemptSeries,
+    stats: Arc<TargetStats>,
+}
+
+impl AttemptTelemetryLayer {
+    /// The layer of the target (`provider`, of `kind`) and upstream `model`, whose breaker
+    /// publishes into `stats`.
+    pub fn new(
+        provider: Arc<str>,
+        kind: ProviderKind,
+        model: Arc<str>,
+        stats: Arc<TargetStats>,
+    ) -> Self {
+        let series = AttemptSeries::new(provider.clone(), &model);
+        series.circuit(stats.circuit());
+        Self {
+            gen_ai: Arc::from(trace::gen_ai_provider(kind, &provider)),
+            model,
+            series,
+            stats,
+        }
+    }
+}
+
+impl<S> Layer<S> for AttemptTelemetryLayer {
+    type Service = AttemptTelemetry<S>;
+    fn layer(&self, inner: S) -> AttemptTelemetry<S> {
+        AttemptTelemetry {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// See [`AttemptTelemetryLayer`].
+#[derive(Clone)]
+pub struct AttemptTelemetry<S> {
+    inner: S,
+    layer: AttemptTelemetryLayer,
+}
+
+impl<S> Service<Attempt> for AttemptTelemetry<S>
+where
+    S: Service<Attempt, Response = Reply, Error = Error>,
+{
+    type Response = Reply;
+    type Error = Error;
+    type Future = AttemptFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let ready = self.inner.poll_ready(cx);
+        if let Poll::Ready(Err(_)) = &ready {
+            self.layer.series.circuit(self.layer.stats.circuit());
+        }
+        ready
+    }
+
+    fn call(&mut self, attempt: Attempt) -> Self::Future {
+        let span = tracing::info_span!(
+            target: trace::TARGET,
+            "attempt",
+            otel.name = tracing::field::Empty,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+            switchyard.provider = tracing::field::Empty,
+            switchyard.attempt = i64::from(attempt.number),
+            gen_ai.operation.name = tracing::field::Empty,
+            gen_ai.provider.name = tracing::field::Empty,
+            gen_ai.request.model = tracing::field::Empty,
+            gen_ai.response.model = tracing::field::Empty,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+        );
+        if !span.is_disabled() {
+            let op = attempt.request.op.name();
+            let l = &self.layer;
+            span.record("otel.name", format!("{op} {}", l.model));
+            span.record("gen_ai.operation.name", op);
+            span.record("gen_ai.provider.name", &*l.gen_ai);
+            span.record("gen_ai.request.model", &*l.model);
+            span.record("switchyard.provider", l.series.provider());
+        }
+        let inner = {
+            let _enter = span.enter();
+            self.inner.call(attempt)
+        };
+        AttemptFuture {
+            inner: inner.instrument(span),
+            started: Instant::now(),
+            layer: self.layer.clone(),
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`AttemptTelemetry`].
+    pub struct AttemptFuture<F> {
+        #[pin]
+        inner: Instrumented<F>,
+        started: Instant,
+        layer: AttemptTelemetryLayer,
+    }
+}
+
+impl<F> std::future::Future for AttemptFuture<F>
+where
+    F: std::future::Future<Output = Result<Reply, Error>>,
+{
+    type Output = Result<Reply, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let result = ready!(this.inner.as_mut().poll(cx));
+        let l = &*this.layer;
+        l.series
+            .duration
+            .observe(this.started.elapsed().as_secs_f64());
+        let span = this.inner.span();
+        Poll::Ready(match result {
+            Ok(mut reply) => {
+                l.series.ok.inc();
+                reply
+                    .extensions
+                    .insert(GenAiProvider(this.layer.gen_ai.clone()));
+                if span.is_disabled() {
+                    Ok(reply)
+                } else {
+                    Ok(annotate(reply, span.clone()))
+                }
+            }
+            Err(e) => {
+                l.series.failed(e.kind.as_str());
+                span.record("error.type", e.kind.as_str());
+                span.record("otel.status_code", "error");
+                Err(e)
+            }
+        })
+    }
+}
+
+/// Records the reply's GenAI attributes on the attempt span; a stream keeps the span open
+/// until it ends, so the span covers the whole generation.
+fn annotate(mut reply: Reply, span: Span) -> Reply {
+    match &mut reply.body {
+        ReplyBody::Chat(c) => {
+            span.record("gen_ai.response.model", c.model.as_str());
+            if let Some(u) = c.usage {
+                span.record("gen_ai.usage.input_tokens", int(u.input_tokens));
+                span.record("gen_ai.usage.output_tokens", int(u.output_tokens));
+            }
+            let finish: Vec<&'static str> = c
+                .choices
+                .iter()
+                .filter_map(|ch| ch.finish_reason.as_ref().map(finish_str))
+                .collect();
+            trace::set_finish_reasons(&span, &finish);
+            reply
+        }
+        ReplyBody::Embeddings(e) => {
+            span.record("gen_ai.response.model", e.model.as_str());
+            if let Some(u) = e.usage {
+                span.record("gen_ai.usage.input_tokens", int(u.input_tokens));
+            }
+            reply
+        }
+        ReplyBody::Stream(s) => {
+            let inner = std::mem::replace(s, Box::pin(futures_util::stream::empty()));
+            let (watched, seen) = watch(inner, false);
+            *s = watched;
+            reply.on_settle(move |st: &Settlement| {
+                if let Some(u) = st.usage {
+                    span.record("gen_ai.usage.input_tokens", int(u.input_tokens));
+                    span.record("gen_ai.usage.output_tokens", int(u.output_tokens));
+                }
+                if let Ok(seen) = seen.lock() {
+                    if let Some(m) = &seen.model {
+                        span.record("gen_ai.response.model", m.as_str());
+                    }
+                    trace::set_finish_reasons(&span, &seen.finish);
+                }
+                if let Some(kind) = st.error {
+                    span.record("error.type", kind.as_str());
+                    span.record("otel.status_code", "error");
+                }
+                drop(span);
+            })
+        }
+        _ => reply,
+    }
+}

@@ -1,0 +1,628 @@
+//! Spend budgets per caller key (USD per UTC day and per UTC month), and the spend record of
+//! every key and team that `/spend` reports.
+//!
+//! Before the call the request's estimated cost (input estimate + capped output, at the public
+//! model's price when it has one) is *reserved* against the budgets in one atomic step of the
+//! shared state, so concurrent requests cannot all slip under a nearly spent budget. When the
+//! reply settles — a JSON reply at once, a stream at its end or when the caller drops it — the
+//! reservation is replaced by the actual cost of the model that served it (an aborted stream
+//! is charged for what it produced); a failed call gives the reservation back.
+//!
+//! Consumes `Principal` and `Arc<KeyPolicy>`. Over budget: 429 `BudgetExceeded` naming the
+//! budget and when it resets, with `Retry-After` until then.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::{BoxFuture, Either};
+use tower::{Layer, Service};
+
+use crate::cost::Prices;
+use crate::ir::{Error, ErrorKind, Principal, Reply, Request};
+use crate::layer::auth::{KeyPolicy, Keys};
+use crate::layer::ratelimit::{json_output_estimate, TokenEstimate};
+use crate::state::{Counter, SharedState};
+
+/// Spend is counted in nano-USD: integers, exact, and far from overflow (9.2 billion USD).
+const NANO: f64 = 1e9;
+
+fn nano(usd: f64) -> i64 {
+    (usd * NANO).round() as i64
+}
+
+fn usd(nano: i64) -> f64 {
+    nano as f64 / NANO
+}
+
+/// The UTC day and month a moment falls in, and when each ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Windows {
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    /// `YYYY-MM`.
+    pub month: String,
+    /// Unix seconds of the next UTC midnight.
+    pub day_ends: i64,
+    /// Unix seconds of the first midnight of the next UTC month.
+    pub month_ends: i64,
+    now: i64,
+}
+
+/// (year, month, day) of days since 1970-01-01 (H. Hinnant's `civil_from_days`).
+fn civil(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Days since 1970-01-01 of a date (`days_from_civil`).
+fn days(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468
+}
+
+impl Windows {
+    /// The windows of a Unix time.
+    pub fn at(unix_secs: i64) -> Self {
+        let today = unix_secs.div_euclid(86_400);
+        let (y, m, d) = civil(today);
+        let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+        Self {
+            day: format!("{y:04}-{m:02}-{d:02}"),
+            month: format!("{y:04}-{m:02}"),
+            day_ends: (today + 1) * 86_400,
+            month_ends: days(ny, nm, 1) * 86_400,
+            now: unix_secs,
+        }
+    }
+
+    /// The windows of now.
+    pub fn now() -> Self {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        Self::at(secs)
+    }
+
+    fn until(&self, end: i64) -> Duration {
+        Duration::from_secs((end - self.now).max(1) as u64)
+    }
+}
+
+/// `2026-11-25T00:00:00Z`.
+fn rfc3339(unix_secs: i64) -> String {
+    let (y, m, d) = civil(unix_secs.div_euclid(86_400));
+    let s = unix_secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s % 3600 / 60,
+        s % 60
+    )
+}
+
+/// Where spend is kept: one hash tag per key and per team.
+#[derive(Debug, Clone)]
+struct Ledger {
+    state: SharedState,
+    prefix: Arc<str>,
+}
+
+impl Ledger {
+    fn counters(
+        &self,
+        scope: &str,
+        name: &str,
+        w: &Windows,
+        limits: [Option<f64>; 2],
+    ) -> Vec<Counter> {
+        let p = &self.prefix;
+        vec![
+            Counter {
+                key: format!("{{{p}:{scope}:{name}}}:spend:d:{}", w.day),
+                limit: limits[0].map(nano),
+                // Kept a little past the window, for /spend around midnight.
+                ttl: Duration::from_secs(2 * 86_400),
+            },
+            Counter {
+                key: format!("{{{p}:{scope}:{name}}}:spend:m:{}", w.month),
+                limit: limits[1].map(nano),
+                ttl: Duration::from_secs(32 * 86_400),
+            },
+        ]
+    }
+
+    fn unlimited(mut counters: Vec<Counter>) -> Vec<Counter> {
+        for c in &mut counters {
+            c.limit = None;
+        }
+        counters
+    }
+
+    /// Adds `amount` (may be negative) in the background; settlement hooks are synchronous.
+    fn add_later(&self, counters: Vec<Counter>, amount: i64) {
+        if amount == 0 {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let state = self.state.clone();
+        rt.spawn(async move {
+            state.reserve(counters, amount).await;
+        });
+    }
+}
+
+/// Budgets and spend; see the module docs.
+#[derive(Debug, Clone)]
+pub struct BudgetLayer {
+    ledger: Ledger,
+    prices: Arc<Prices>,
+}
+
+impl BudgetLayer {
+    /// A layer keeping spend in `state` under `prefix`, priced with `prices`.
+    pub fn new(state: SharedState, prefix: &str, prices: Arc<Prices>) -> Self {
+        Self {
+            ledger: Ledger {
+                state,
+                prefix: Arc::from(prefix),
+            },
+            prices,
+        }
+    }
+}
+
+impl<S> Layer<S> for BudgetLayer {
+    type Service = Budget<S>;
+    fn layer(&self, inner: S) -> Budget<S> {
+        Budget {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// See [`BudgetLayer`].
+#[derive(Debug, Clone)]
+pub struct Budget<S> {
+    inner: S,
+    layer: BudgetLayer,
+}
+
+fn over_budget(key: &str, which: &str, limit: f64, spent: i64, w: &Windows, ends: i64) -> Error {
+    let mut e = Error::new(
+        ErrorKind::BudgetExceeded,
+        format!(
+            "Budget exceeded: key '{key}' has spent ${:.4} of its {which} of ${limit:.2}; it resets at {} (UTC).",
+            usd(spent),
+            rfc3339(ends)
+        ),
+    );
+    e.code = Some("budget_exceeded".into());
+    e.retry_after = Some(w.until(ends));
+    e
+}
+
+impl<S> Service<Request> for Budget<S>
+where
+    S: Service<Request, Response = Reply, Error = Error> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Reply;
+    type Error = Error;
+    type Future = Either<S::Future, BoxFuture<'static, Result<Reply, Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let Some(public_model) = req.op.model().map(str::to_owned) else {
+            return Either::Left(self.inner.call(req));
+        };
+        let principal = req
+            .meta
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .unwrap_or_else(Principal::anonymous);
+        let policy = req.meta.extensions.get::<Arc<KeyPolicy>>().cloned();
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Either::Right(Box::pin(async move {
+            let estimate = TokenEstimate::of(&req.op);
+            let is_stream = req.op.is_stream();
+            let w = Windows::now();
+            let limits = [
+                policy.as_ref().and_then(|p| p.budget_usd_per_day),
+                policy.as_ref().and_then(|p| p.budget_usd_per_month),
+            ];
+            let key_counters = layer.ledger.counters("k", &principal.key_name, &w, limits);
+            let reserved = if limits.iter().any(Option::is_some) {
+                let estimated = layer
+                    .prices
+                    .usd(&public_model, &usage_of(estimate))
+                    .map_or(0, nano);
+                let r = layer
+                    .ledger
+                    .state
+                    .reserve(key_counters.clone(), estimated)
+                    .await;
+                if !r.allowed {
+                    let names = ["budget_usd_per_day", "budget_usd_per_month"];
+                    let ends = [w.day_ends, w.month_ends];
+                    for i in 0..2 {
+                        if let Some(limit) = limits[i] {
+                            let v = r.values[i];
+                            if v >= nano(limit) || v + estimated > nano(limit) {
+                                return Err(over_budget(
+                                    &principal.key_name,
+                                    names[i],
+                                    limit,
+                                    v,
+                                    &w,
+                                    ends[i],
+                                ));
+                            }
+                        }
+                    }
+                }
+                estimated
+            } else {
+                0
+            };
+            let key_counters = Ledger::unlimited(key_counters);
+            let reply = match inner.call(req).await {
+                Ok(r) => r,
+                Err(e) => {
+                    layer.ledger.add_later(key_counters, -reserved);
+                    return Err(e);
+                }
+            };
+            let json_output = json_output_estimate(&reply);
+            let served = reply.served_by.as_ref().map(|s| s.model.clone());
+            let team_counters = layer
+                .ledger
+                .counters("t", &principal.team, &w, [None, None]);
+            Ok(reply.on_settle(move |s| {
+                let used = estimate.settle(s, is_stream, json_output);
+                let cost = served
+                    .as_deref()
+                    .and_then(|m| layer.prices.usd(m, &used))
+                    .or_else(|| layer.prices.usd(&public_model, &used))
+                    .map_or(0, nano);
+                layer.ledger.add_later(key_counters, cost - reserved);
+                layer.ledger.add_later(team_counters, cost);
+            }))
+        }))
+    }
+}
+
+fn usage_of(e: TokenEstimate) -> crate::ir::Usage {
+    crate::ir::Usage {
+        input_tokens: e.input,
+        output_tokens: e.output,
+        ..Default::default()
+    }
+}
+
+/// The `/spend` report: spend and remaining budget per key and per team, this UTC day and
+/// month.
+#[derive(Debug, Clone)]
+pub struct SpendReport {
+    ledger: Ledger,
+    keys: Arc<Keys>,
+}
+
+impl SpendReport {
+    /// A report over the configured keys (or `anonymous` when auth is off).
+    pub fn new(state: SharedState, prefix: &str, keys: Arc<Keys>) -> Self {
+        Self {
+            ledger: Ledger {
+                state,
+                prefix: Arc::from(prefix),
+            },
+            keys,
+        }
+    }
+
+    /// The report as JSON.
+    pub async fn json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let w = Windows::now();
+        let anonymous = Arc::new(KeyPolicy {
+            principal: Principal::anonymous(),
+            models: None,
+            rpm: None,
+            tpm: None,
+            budget_usd_per_day: None,
+            budget_usd_per_month: None,
+        });
+        let policies: Vec<Arc<KeyPolicy>> = if self.keys.is_empty() {
+            vec![anonymous]
+        } else {
+            self.keys.policies().cloned().collect()
+        };
+        let mut teams: Vec<Arc<str>> = policies.iter().map(|p| p.principal.team.clone()).collect();
+        teams.sort();
+        teams.dedup();
+        let mut names = Vec::new();
+        for p in &policies {
+            names.extend(
+                self.ledger
+                    .counters("k", &p.principal.key_name, &w, [None, None])
+                    .into_iter()
+                    .map(|c| c.key),
+            );
+        }
+        for t in &teams {
+            names.extend(
+                self.ledger
+                    .counters("t", t, &w, [None, None])
+                    .into_iter()
+                    .map(|c| c.key),
+            );
+        }
+        let values = self.ledger.state.get(names).await;
+        let value = |i: usize| values.get(i).copied().map_or(0.0, usd);
+        let remaining = |limit: Option<f64>, spent: f64| limit.map(|l| (l - spent).max(0.0));
+        let keys: Vec<_> = policies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let (day, month) = (value(2 * i), value(2 * i + 1));
+                json!({
+                    "name": &*p.principal.key_name,
+                    "team": &*p.principal.team,
+                    "spent_usd_today": day,
+                    "spent_usd_this_month": month,
+                    "budget_usd_per_day": p.budget_usd_per_day,
+                    "budget_usd_per_month": p.budget_usd_per_month,
+                    "remaining_usd_today": remaining(p.budget_usd_per_day, day),
+                    "remaining_usd_this_month": remaining(p.budget_usd_per_month, month),
+                })
+            })
+            .collect();
+        let base = 2 * policies.len();
+        let teams: Vec<_> = teams
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                json!({
+                    "name": &**t,
+                    "spent_usd_today": value(base + 2 * i),
+                    "spent_usd_this_month": value(base + 2 * i + 1),
+                })
+            })
+            .collect();
+        json!({
+            "backend": self.ledger.state.backend(),
+            "backend_healthy": self.ledger.state.healthy(),
+            "day": w.day,
+            "month": w.month,
+            "day_resets_at": rfc3339(w.day_ends),
+            "month_resets_at": rfc3339(w.month_ends),
+            "keys": keys,
+            "teams": teams,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PriceConfig;
+    use crate::ir::{
+        ChatReply, ChatRequest, Format, Message, Meta, Operation, ReplyBody, Role, ServedBy,
+        StreamEvent, Usage,
+    };
+    use crate::state::memory::MemoryState;
+    use futures_util::StreamExt;
+    use tower::ServiceExt;
+
+    #[test]
+    fn windows_and_resets() {
+        // 2024-02-29T23:59:59Z: a leap day, the last second of its day and month.
+        let w = Windows::at(1_709_251_199);
+        assert_eq!(
+            (w.day.as_str(), w.month.as_str()),
+            ("2024-02-29", "2024-02")
+        );
+        assert_eq!(rfc3339(w.day_ends), "2024-03-01T00:00:00Z");
+        assert_eq!(rfc3339(w.month_ends), "2024-03-01T00:00:00Z");
+        assert_eq!(w.until(w.day_ends), Duration::from_secs(1));
+        let w = Windows::at(1_735_689_600 - 1); // 2024-12-31T23:59:59Z
+        assert_eq!(rfc3339(w.month_ends), "2025-01-01T00:00:00Z");
+        for d in [-1, 0, 59, 11_016, 20_000] {
+            let (y, m, dd) = civil(d);
+            assert_eq!(days(y, m, dd), d);
+        }
+    }
+
+    /// Prices of $1 per input token and $2 per output token for model `m`, so costs are
+    /// token counts.
+    fn layer(state: &SharedState) -> BudgetLayer {
+        let mut o = std::collections::BTreeMap::new();
+        o.insert(
+            "m".to_string(),
+            PriceConfig {
+                input: 1e6,
+                output: 2e6,
+                cached_input: None,
+                cache_write: None,
+            },
+        );
+        BudgetLayer::new(state.clone(), "t", Arc::new(Prices::from_config(&o)))
+    }
+
+    fn request(stream: bool, policy: &Arc<KeyPolicy>) -> Request {
+        let mut c = ChatRequest::new("m", Format::OpenAi);
+        c.messages.push(Message::text(Role::User, "abcd"));
+        c.max_tokens = Some(10);
+        c.stream = stream;
+        let mut meta = Meta::new(Arc::from("r"), Format::OpenAi);
+        meta.extensions.insert(policy.principal.clone());
+        meta.extensions.insert(policy.clone());
+        Request {
+            op: Operation::Chat(c),
+            meta,
+        }
+    }
+
+    fn policy(day: Option<f64>) -> Arc<KeyPolicy> {
+        Arc::new(KeyPolicy {
+            principal: Principal {
+                key_name: Arc::from("a"),
+                team: Arc::from("x"),
+            },
+            models: None,
+            rpm: None,
+            tpm: None,
+            budget_usd_per_day: day,
+            budget_usd_per_month: None,
+        })
+    }
+
+    fn served(mut r: Reply) -> Reply {
+        r.served_by = Some(ServedBy {
+            provider: Arc::from("p"),
+            model: Arc::from("m"),
+        });
+        r
+    }
+
+    async fn spent(state: &SharedState, scope: &str, name: &str) -> f64 {
+        let w = Windows::now();
+        let key = format!("{{t:{scope}:{name}}}:spend:d:{}", w.day);
+        usd(state.get(vec![key]).await[0])
+    }
+
+    async fn settle() {
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn json_replies_are_debited_their_actual_cost() {
+        let state: SharedState = Arc::new(MemoryState::new());
+        let p = policy(Some(1000.0));
+        let svc = layer(&state).layer(tower::service_fn(|_: Request| async {
+            Ok::<_, Error>(served(Reply::local(ReplyBody::Chat(ChatReply {
+                id: "x".into(),
+                model: "m".into(),
+                created: 0,
+                choices: vec![],
+                usage: Some(Usage {
+                    input_tokens: 5,
+                    output_tokens: 7,
+                    ..Usage::default()
+                }),
+            }))))
+        }));
+        svc.oneshot(request(false, &p)).await.unwrap();
+        settle().await;
+        assert_eq!(spent(&state, "k", "a").await, 5.0 + 14.0);
+        assert_eq!(spent(&state, "t", "x").await, 19.0);
+    }
+
+    fn stream(events: Vec<StreamEvent>) -> Reply {
+        served(Reply::local(ReplyBody::Stream(Box::pin(
+            futures_util::stream::iter(events.into_iter().map(Ok)),
+        ))))
+    }
+
+    #[tokio::test]
+    async fn streams_are_debited_at_their_end_and_aborted_ones_for_what_they_produced() {
+        let state: SharedState = Arc::new(MemoryState::new());
+        let p = policy(Some(1000.0));
+        let usage = Usage {
+            input_tokens: 6,
+            output_tokens: 4,
+            ..Usage::default()
+        };
+        let l = layer(&state);
+        let svc = l.layer(tower::service_fn(move |_: Request| async move {
+            Ok::<_, Error>(stream(vec![
+                StreamEvent::TextDelta {
+                    choice: 0,
+                    text: "0123456789abcdef".into(),
+                },
+                StreamEvent::Usage(usage),
+            ]))
+        }));
+        let reply = svc.clone().oneshot(request(true, &p)).await.unwrap();
+        // Reserved while streaming: the estimate (8 input at $1 + 10 output at $2).
+        settle().await;
+        assert_eq!(spent(&state, "k", "a").await, 28.0);
+        let ReplyBody::Stream(mut s) = reply.body else {
+            panic!()
+        };
+        while s.next().await.is_some() {}
+        drop(s);
+        settle().await;
+        assert_eq!(spent(&state, "k", "a").await, 6.0 + 8.0);
+        // The caller hangs up after the first delta: 16 bytes = 4 output tokens, input
+        // estimated at 8.
+        let reply = svc.oneshot(request(true, &p)).await.unwrap();
+        let ReplyBody::Stream(mut s) = reply.body else {
+            panic!()
+        };
+        s.next().await;
+        drop(s);
+        settle().await;
+        assert_eq!(spent(&state, "k", "a").await, 14.0 + 8.0 + 8.0);
+        assert_eq!(spent(&state, "t", "x").await, 30.0);
+    }
+
+    #[tokio::test]
+    async fn over_budget_is_refused_naming_the_budget_and_its_reset() {
+        let state: SharedState = Arc::new(MemoryState::new());
+        let p = policy(Some(30.0));
+        let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let c = calls.clone();
+        let svc = layer(&state).layer(tower::service_fn(move |_: Request| {
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Err::<Reply, _>(Error::new(ErrorKind::Timeout, "slow")) }
+        }));
+        // A failed call gives its reservation back.
+        svc.clone().oneshot(request(false, &p)).await.unwrap_err();
+        settle().await;
+        assert_eq!(spent(&state, "k", "a").await, 0.0);
+        // Spend 25 elsewhere: the next estimate (28) no longer fits.
+        let w = Windows::now();
+        state
+            .reserve(
+                vec![Counter {
+                    key: format!("{{t:k:a}}:spend:d:{}", w.day),
+                    limit: None,
+                    ttl: Duration::from_secs(60),
+                }],
+                nano(25.0),
+            )
+            .await;
+        let e = svc.oneshot(request(false, &p)).await.unwrap_err();
+        assert_eq!((e.kind, e.status), (ErrorKind::BudgetExceeded, 429));
+        assert!(
+            e.message.contains("budget_usd_per_day of $30.00"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("T00:00:00Z"), "{}", e.message);
+        assert!(e.retry_after.unwrap() <= Duration::from_secs(86_400));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+}

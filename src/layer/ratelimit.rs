@@ -1,0 +1,613 @@
+//! Requests and tokens per minute (GCRA), per caller key and per provider account.
+//!
+//! Admission is decided by the shared state (`state/`) in one atomic step over the request cell
+//! and the token cell — against Redis when configured, so every replica sees the same cells
+//! (never a local copy that would let N replicas admit N × the limit). Tokens are estimated
+//! before the call (input estimate plus the capped `max_tokens`) and reconciled with the
+//! upstream's actual usage when the reply settles (streams included, at end or drop).
+//!
+//! - [`RateLimitLayer`] sits after auth: consumes `Principal`; a rejection is a 429 with
+//!   `Retry-After` and OpenAI's `x-ratelimit-*` headers; admitted replies carry the same
+//!   headers ([`ResponseHeaders`]).
+//! - [`ProviderLimitLayer`] sits in each target's stack: a provider account over its own limit
+//!   answers `RateLimited` at once, which the retry layer treats as "try the next target", so
+//!   traffic spills over instead of collecting the provider's 429s.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::future::{BoxFuture, Either};
+use http::{HeaderMap, HeaderValue};
+use tower::{Layer, Service};
+
+use crate::ir::{
+    Attempt, Error, ErrorKind, Operation, Principal, Reply, ReplyBody, Request, ResponseHeaders,
+    Settlement, Usage,
+};
+use crate::layer::auth::Keys;
+use crate::state::{Decision, SharedState, Take};
+
+/// Output tokens assumed for a request without `max_tokens`, before its usage is known.
+const DEFAULT_OUTPUT_ESTIMATE: u64 = 256;
+/// The most output tokens charged up front per choice; the rest is reconciled afterwards, so a
+/// large `max_tokens` does not lock a caller out of a small TPM allowance.
+const MAX_OUTPUT_ESTIMATE: u64 = 1024;
+
+/// Tokens a request is expected to use, before the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TokenEstimate {
+    /// Estimated input tokens.
+    pub input: u64,
+    /// Output tokens charged up front (capped).
+    pub output: u64,
+}
+
+impl TokenEstimate {
+    /// The estimate for an operation.
+    pub fn of(op: &Operation) -> Self {
+        match op {
+            Operation::Chat(c) => {
+                let per_choice = c
+                    .max_tokens
+                    .map_or(DEFAULT_OUTPUT_ESTIMATE, u64::from)
+                    .min(MAX_OUTPUT_ESTIMATE);
+                Self {
+                    input: c.estimate_input_tokens(),
+                    output: per_choice * u64::from(c.n.unwrap_or(1).max(1)),
+                }
+            }
+            Operation::Embeddings(e) => Self {
+                input: (e.input.to_string().len() as u64).div_ceil(4),
+                output: 0,
+            },
+            Operation::CountTokens(_) | Operation::ListModels => Self::default(),
+        }
+    }
+
+    /// Input plus output.
+    pub fn total(&self) -> u64 {
+        self.input + self.output
+    }
+
+    /// The usage to account for a settled reply: the upstream's when it reported one;
+    /// otherwise the input estimate plus the output actually produced (streamed bytes / 4 for
+    /// a stream — an aborted stream is charged for what it produced — or `json_output`).
+    pub fn settle(&self, s: &Settlement, is_stream: bool, json_output: u64) -> Usage {
+        s.usage.unwrap_or(Usage {
+            input_tokens: self.input,
+            output_tokens: if is_stream {
+                s.streamed_bytes.div_ceil(4)
+            } else {
+                json_output
+            },
+            ..Usage::default()
+        })
+    }
+}
+
+/// Output tokens of a complete chat reply that carries no usage (text bytes / 4).
+pub fn json_output_estimate(reply: &Reply) -> u64 {
+    match &reply.body {
+        ReplyBody::Chat(c) if c.usage.is_none() => {
+            let bytes: usize = c
+                .choices
+                .iter()
+                .map(|ch| {
+                    ch.message.joined_text().len()
+                        + ch.message
+                            .tool_calls
+                            .iter()
+                            .map(|t| t.arguments.len())
+                            .sum::<usize>()
+                })
+                .sum();
+            (bytes as u64).div_ceil(4)
+        }
+        _ => 0,
+    }
+}
+
+/// The request and token cells of one principal or provider account.
+#[derive(Clone)]
+pub struct Limiter {
+    state: SharedState,
+    /// What is limited, for messages: `key 'team-a'`, `provider 'primary'`.
+    subject: String,
+    rpm: Option<(String, u64)>,
+    tpm: Option<(String, u64)>,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("subject", &self.subject)
+            .field("rpm", &self.rpm)
+            .field("tpm", &self.tpm)
+            .finish()
+    }
+}
+
+/// What an admission took, to reconcile and to report.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    /// Tokens charged up front.
+    pub tokens: u64,
+    /// `x-ratelimit-*` headers describing the cells after the take.
+    pub headers: HeaderMap,
+}
+
+impl Limiter {
+    /// Cells `{prefix:scope:name}:rpm` and `:tpm` (one hash tag: one Redis Cluster slot).
+    /// `None` when neither limit is set.
+    pub fn new(
+        state: SharedState,
+        prefix: &str,
+        scope: &str,
+        name: &str,
+        rpm: Option<u64>,
+        tpm: Option<u64>,
+    ) -> Option<Self> {
+        if rpm.is_none() && tpm.is_none() {
+            return None;
+        }
+        let cell = |what: &str| format!("{{{prefix}:{scope}:{name}}}:{what}");
+        let subject = match scope {
+            "p" => format!("provider '{name}'"),
+            _ => format!("key '{name}'"),
+        };
+        Some(Self {
+            state,
+            subject,
+            rpm: rpm.map(|l| (cell("rpm"), l)),
+            tpm: tpm.map(|l| (cell("tpm"), l)),
+        })
+    }
+
+    /// Takes one request and `tokens` tokens, or refuses with a 429 naming the limit.
+    pub async fn admit(&self, tokens: u64) -> Result<Admitted, Error> {
+        let mut tokens = tokens;
+        let mut takes = Vec::with_capacity(2);
+        if let Some((key, limit)) = &self.rpm {
+            takes.push(Take {
+                key: key.clone(),
+                limit: *limit,
+                cost: 1,
+            });
+        }
+        if let Some((key, limit)) = &self.tpm {
+            // A request larger than the whole allowance takes all of it rather than never
+            // fitting; reconciliation charges the rest.
+            tokens = tokens.min(*limit);
+            takes.push(Take {
+                key: key.clone(),
+                limit: *limit,
+                cost: tokens as i64,
+            });
+        }
+        let decisions = self.state.admit(takes).await;
+        let rpm = self.rpm.as_ref().and_then(|_| decisions.first().copied());
+        let tpm = match (&self.tpm, self.rpm.is_some()) {
+            (Some(_), true) => decisions.get(1).copied(),
+            (Some(_), false) => decisions.first().copied(),
+            (None, _) => None,
+        };
+        let headers = headers(self.rpm.as_ref().zip(rpm), self.tpm.as_ref().zip(tpm));
+        if decisions.iter().all(|d| d.allowed) {
+            return Ok(Admitted { tokens, headers });
+        }
+        let (what, limit, d) = match (rpm, tpm) {
+            (Some(d), _) if !d.allowed => ("requests", self.rpm.as_ref().map_or(0, |r| r.1), d),
+            (_, Some(d)) => ("tokens", self.tpm.as_ref().map_or(0, |t| t.1), d),
+            _ => return Ok(Admitted { tokens, headers }),
+        };
+        let mut err = Error::new(
+            ErrorKind::RateLimited,
+            format!(
+                "Rate limit reached for {} on {what} per minute: limit {limit}. Please try again in {}.",
+                self.subject,
+                human(d.retry_after)
+            ),
+        )
+        .with_headers(headers);
+        err.code = Some("rate_limit_exceeded".into());
+        err.retry_after = Some(d.retry_after.max(Duration::from_millis(1)));
+        Err(err)
+    }
+
+    /// Corrects the token cell once actual usage is known (a refund when the estimate was
+    /// high). Runs in the background: settlement hooks are synchronous.
+    pub fn reconcile(&self, charged: u64, actual: u64) {
+        let Some((key, limit)) = &self.tpm else {
+            return;
+        };
+        let delta = actual as i64 - charged as i64;
+        if delta == 0 {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let state = self.state.clone();
+        let take = Take {
+            key: key.clone(),
+            limit: *limit,
+            cost: delta,
+        };
+        rt.spawn(async move { state.adjust(vec![take]).await });
+    }
+
+    /// Admits, calls, and reconciles the token cell when the reply settles (or refunds the
+    /// tokens when the call failed).
+    async fn around<F>(&self, op: &Operation, call: F) -> Result<Reply, Error>
+    where
+        F: std::future::Future<Output = Result<Reply, Error>>,
+    {
+        let estimate = TokenEstimate::of(op);
+        let is_stream = op.is_stream();
+        let admitted = self.admit(estimate.total()).await?;
+        match call.await {
+            Err(e) => {
+                self.reconcile(admitted.tokens, 0);
+                Err(e)
+            }
+            Ok(mut reply) => {
+                let json_output = json_output_estimate(&reply);
+                reply
+                    .extensions
+                    .get_or_insert_default::<ResponseHeaders>()
+                    .0
+                    .extend(admitted.headers);
+                let me = self.clone();
+                Ok(reply.on_settle(move |s| {
+                    let used = estimate.settle(s, is_stream, json_output).total();
+                    me.reconcile(admitted.tokens, used);
+                }))
+            }
+        }
+    }
+}
+
+/// OpenAI's duration style for `x-ratelimit-reset-*`: `1m30s`, `6s`, `120ms`.
+fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{}ms", ms.max(1));
+    }
+    let secs = d.as_secs_f64().ceil() as u64;
+    match (secs / 3600, secs % 3600 / 60, secs % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, m, s) => format!("{h}h{m}m{s}s"),
+    }
+}
+
+type Cell<'a> = Option<(&'a (String, u64), Decision)>;
+
+fn headers(rpm: Cell<'_>, tpm: Cell<'_>) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (cell, what) in [(rpm, "requests"), (tpm, "tokens")] {
+        let Some(((_, limit), d)) = cell else {
+            continue;
+        };
+        let mut put = |name: &str, v: String| {
+            if let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&v),
+            ) {
+                h.insert(n, v);
+            }
+        };
+        put(&format!("x-ratelimit-limit-{what}"), limit.to_string());
+        put(
+            &format!("x-ratelimit-remaining-{what}"),
+            d.remaining.to_string(),
+        );
+        put(&format!("x-ratelimit-reset-{what}"), human(d.reset_after));
+    }
+    h
+}
+
+/// Per-key limits; see the module docs.
+#[derive(Clone, Debug)]
+pub struct RateLimitLayer {
+    limiters: Arc<HashMap<Arc<str>, Limiter>>,
+}
+
+impl RateLimitLayer {
+    /// Limiters for every key with an `rpm` or `tpm`.
+    pub fn new(state: SharedState, prefix: &str, keys: &Keys) -> Self {
+        let limiters = keys
+            .policies()
+            .filter_map(|p| {
+                let name = p.principal.key_name.clone();
+                Limiter::new(state.clone(), prefix, "k", &name, p.rpm, p.tpm).map(|l| (name, l))
+            })
+            .collect();
+        Self {
+            limiters: Arc::new(limiters),
+        }
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+    fn layer(&self, inner: S) -> RateLimit<S> {
+        RateLimit {
+            inner,
+            limiters: self.limiters.clone(),
+        }
+    }
+}
+
+/// See [`RateLimitLayer`].
+#[derive(Clone, Debug)]
+pub struct RateLimit<S> {
+    inner: S,
+    limiters: Arc<HashMap<Arc<str>, Limiter>>,
+}
+
+impl<S> Service<Request> for RateLimit<S>
+where
+    S: Service<Request, Response = Reply, Error = Error> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Reply;
+    type Error = Error;
+    type Future = Either<S::Future, BoxFuture<'static, Result<Reply, Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let limiter = req
+            .meta
+            .extensions
+            .get::<Principal>()
+            .and_then(|p| self.limiters.get(&p.key_name))
+            .filter(|_| req.op.model().is_some())
+            .cloned();
+        let Some(limiter) = limiter else {
+            return Either::Left(self.inner.call(req));
+        };
+        // Call the clone that was polled ready; leave a fresh one behind.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Either::Right(Box::pin(async move {
+            let op = req.op.clone();
+            limiter.around(&op, inner.call(req)).await
+        }))
+    }
+}
+
+/// A provider account's own limits, around a target's provider service.
+#[derive(Clone, Debug)]
+pub struct ProviderLimitLayer {
+    limiter: Option<Limiter>,
+}
+
+impl ProviderLimitLayer {
+    /// Limits for provider `name`; a no-op without `rpm`/`tpm`.
+    pub fn new(
+        state: SharedState,
+        prefix: &str,
+        name: &str,
+        rpm: Option<u64>,
+        tpm: Option<u64>,
+    ) -> Self {
+        Self {
+            limiter: Limiter::new(state, prefix, "p", name, rpm, tpm),
+        }
+    }
+}
+
+impl<S> Layer<S> for ProviderLimitLayer {
+    type Service = ProviderLimit<S>;
+    fn layer(&self, inner: S) -> ProviderLimit<S> {
+        ProviderLimit {
+            inner,
+            limiter: self.limiter.clone(),
+        }
+    }
+}
+
+/// See [`ProviderLimitLayer`].
+#[derive(Clone, Debug)]
+pub struct ProviderLimit<S> {
+    inner: S,
+    limiter: Option<Limiter>,
+}
+
+impl<S> Service<Attempt> for ProviderLimit<S>
+where
+    S: Service<Attempt, Response = Reply, Error = Error> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Reply;
+    type Error = Error;
+    type Future = Either<S::Future, BoxFuture<'static, Result<Reply, Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, attempt: Attempt) -> Self::Future {
+        let Some(limiter) = self.limiter.clone() else {
+            return Either::Left(self.inner.call(attempt));
+        };
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Either::Right(Box::pin(async move {
+            let request = attempt.request.clone();
+            // The caller never sees these headers: a refusal here only moves the attempt on.
+            let result = limiter.around(&request.op, inner.call(attempt)).await;
+            result.map_err(|mut e| {
+                if e.kind == ErrorKind::RateLimited && e.provider.is_none() {
+                    e.headers = None;
+                }
+                e
+            })
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{ChatRequest, Format, Message, Meta, Role, StreamEvent};
+    use crate::state::memory::MemoryState;
+    use futures_util::StreamExt;
+    use tower::ServiceExt;
+
+    fn chat(text: &str, max_tokens: Option<u32>, stream: bool) -> Operation {
+        let mut c = ChatRequest::new("m", Format::OpenAi);
+        c.messages.push(Message::text(Role::User, text));
+        c.max_tokens = max_tokens;
+        c.stream = stream;
+        Operation::Chat(c)
+    }
+
+    #[test]
+    fn estimates_cap_output_and_count_choices() {
+        let e = TokenEstimate::of(&chat("abcdefgh", Some(100_000), false));
+        assert_eq!(e.output, MAX_OUTPUT_ESTIMATE);
+        assert_eq!(e.input, 3 + 4 + 2);
+        let Operation::Chat(mut c) = chat("x", Some(10), false) else {
+            unreachable!()
+        };
+        c.n = Some(3);
+        assert_eq!(TokenEstimate::of(&Operation::Chat(c)).output, 30);
+    }
+
+    #[test]
+    fn reset_durations_read_like_openai() {
+        assert_eq!(human(Duration::from_millis(120)), "120ms");
+        assert_eq!(human(Duration::from_secs(6)), "6s");
+        assert_eq!(human(Duration::from_millis(90_500)), "1m31s");
+    }
+
+    fn limiter(state: &SharedState, rpm: Option<u64>, tpm: Option<u64>) -> Limiter {
+        Limiter::new(state.clone(), "t", "k", "a", rpm, tpm).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rejections_carry_retry_after_and_headers() {
+        let state: SharedState = Arc::new(MemoryState::new());
+        let l = limiter(&state, Some(2), Some(1000));
+        let a = l.admit(10).await.unwrap();
+        assert_eq!(a.headers["x-ratelimit-remaining-requests"], "1");
+        assert_eq!(a.headers["x-ratelimit-remaining-tokens"], "990");
+        l.admit(10).await.unwrap();
+        let e = l.admit(10).await.unwrap_err();
+        assert_eq!((e.kind, e.status), (ErrorKind::RateLimited, 429));
+        assert_eq!(e.retry_after, Some(Duration::from_secs(30)));
+        let h = e.headers.unwrap();
+        assert_eq!(h["x-ratelimit-limit-requests"], "2");
+        assert_eq!(h["x-ratelimit-remaining-requests"], "0");
+        assert_eq!(h["x-ratelimit-reset-requests"], "1m0s");
+        // The refused request took no tokens, and says so.
+        assert_eq!(h["x-ratelimit-remaining-tokens"], "980");
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let a = l.admit(0).await.unwrap();
+        assert_eq!(a.headers["x-ratelimit-remaining-requests"], "0");
+        assert_eq!(a.headers["x-ratelimit-remaining-tokens"], "1000");
+    }
+
+    async fn drain(reply: Reply, n: usize) {
+        let ReplyBody::Stream(mut s) = reply.body else {
+            panic!("not a stream")
+        };
+        for _ in 0..n {
+            s.next().await;
+        }
+    }
+
+    fn stream_reply(text: &'static str, usage: Option<Usage>) -> Reply {
+        let mut events = vec![Ok(StreamEvent::TextDelta {
+            choice: 0,
+            text: text.into(),
+        })];
+        if let Some(u) = usage {
+            events.push(Ok(StreamEvent::Usage(u)));
+        }
+        Reply::local(ReplyBody::Stream(Box::pin(futures_util::stream::iter(
+            events,
+        ))))
+    }
+
+    async fn tokens_left(state: &SharedState) -> u64 {
+        let d = state
+            .admit(vec![Take {
+                key: "{t:k:a}:tpm".into(),
+                limit: 10_000,
+                cost: 0,
+            }])
+            .await;
+        d[0].remaining
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn streams_reconcile_tokens_at_end_and_on_abort() {
+        let state: SharedState = Arc::new(MemoryState::new());
+        let l = limiter(&state, None, Some(10_000));
+        let op = chat("abcd", Some(500), true);
+        // Finished stream with usage: the cell ends charged with the reported total.
+        let usage = Usage {
+            input_tokens: 7,
+            output_tokens: 93,
+            ..Usage::default()
+        };
+        let reply = l
+            .around(&op, async { Ok(stream_reply("hi", Some(usage))) })
+            .await
+            .unwrap();
+        assert_eq!(tokens_left(&state).await, 10_000 - (8 + 500));
+        drain(reply, 3).await;
+        tokio::task::yield_now().await;
+        assert_eq!(tokens_left(&state).await, 10_000 - 100);
+        // Aborted after 40 bytes with no usage: input estimate + 10 output tokens.
+        let reply = l
+            .around(&op, async {
+                Ok(stream_reply(
+                    "0123456789012345678901234567890123456789",
+                    None,
+                ))
+            })
+            .await
+            .unwrap();
+        drain(reply, 1).await;
+        tokio::task::yield_now().await;
+        assert_eq!(tokens_left(&state).await, 10_000 - 100 - (8 + 10));
+        // A failed call gives its tokens back.
+        let e = l
+            .around(&op, async { Err(Error::new(ErrorKind::Timeout, "slow")) })
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Timeout);
+        tokio::task::yield_now().await;
+        assert_eq!(tokens_left(&state).await, 10_000 - 118);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_provider_over_its_limit_is_a_retryable_refusal() {
+        let state: SharedState = Arc::new(MemoryState::new());
+        let layer = ProviderLimitLayer::new(state, "t", "primary", Some(1), None);
+        let svc = layer.layer(tower::service_fn(|_: Attempt| async {
+            Ok::<_, Error>(Reply::local(ReplyBody::TokenCount(1)))
+        }));
+        let attempt = Attempt {
+            request: Arc::new(Request {
+                op: chat("x", None, false),
+                meta: Meta::new(Arc::from("r"), Format::OpenAi),
+            }),
+            model: Arc::from("m"),
+            number: 1,
+        };
+        svc.clone().oneshot(attempt.clone()).await.unwrap();
+        let e = svc.oneshot(attempt).await.unwrap_err();
+        assert!(e.is_retryable());
+        assert!(e.message.contains("provider 'primary'"), "{}", e.message);
+    }
+}

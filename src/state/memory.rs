@@ -1,0 +1,243 @@
+//! In-process state: the default backend, and the fallback the Redis backend decides on while
+//! Redis is unreachable.
+//!
+//! One map behind one mutex, held for a few map operations and never across an `.await`. The
+//! clock is Tokio's, so tests drive it with `tokio::time::pause`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use futures_util::future::{self, BoxFuture};
+use tokio::time::Instant;
+
+use super::{gcra, Counter, Decision, Reserved, State, Take};
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    value: i64,
+    expires: Instant,
+}
+
+/// Counters and GCRA cells in this process.
+#[derive(Debug)]
+pub struct MemoryState {
+    base: Instant,
+    map: Mutex<Map>,
+}
+
+#[derive(Debug, Default)]
+struct Map {
+    entries: HashMap<String, Entry>,
+    writes: u64,
+}
+
+impl Default for MemoryState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Sweep expired entries every this many writes, so an idle key costs nothing for long.
+const SWEEP_EVERY: u64 = 4096;
+
+impl Map {
+    fn live(&self, key: &str, now: Instant) -> Option<i64> {
+        self.entries
+            .get(key)
+            .filter(|e| e.expires > now)
+            .map(|e| e.value)
+    }
+
+    fn put(&mut self, key: &str, value: i64, expires: Instant, now: Instant) {
+        self.writes += 1;
+        if self.writes % SWEEP_EVERY == 0 {
+            self.entries.retain(|_, e| e.expires > now);
+        }
+        match self.entries.get_mut(key) {
+            Some(e) => *e = Entry { value, expires },
+            None => {
+                self.entries
+                    .insert(key.to_owned(), Entry { value, expires });
+            }
+        }
+    }
+}
+
+impl MemoryState {
+    /// An empty state.
+    pub fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            map: Mutex::new(Map::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Map> {
+        // A panic while holding the lock cannot leave the map half-updated in a way that
+        // matters for limits; keep serving.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now_us(&self, now: Instant) -> u64 {
+        // Offset so that an empty cell's tat (== now) is never 0.
+        now.duration_since(self.base).as_micros() as u64 + super::PERIOD_US
+    }
+
+    /// GCRA over the takes, all-or-nothing (or forced). Synchronous: the fallback path of the
+    /// Redis backend uses it too.
+    pub fn step(&self, takes: &[Take], force: bool) -> Vec<Decision> {
+        let now = Instant::now();
+        let now_us = self.now_us(now);
+        let mut map = self.lock();
+        let mut out = Vec::with_capacity(takes.len());
+        let mut tats = Vec::with_capacity(takes.len());
+        for t in takes {
+            let tat = map.live(&t.key, now).map(|v| v as u64);
+            let (d, new_tat) = gcra(tat, now_us, t.limit, t.cost, force);
+            out.push(d);
+            tats.push(new_tat);
+        }
+        if out.iter().all(|d| d.allowed) {
+            for (t, tat) in takes.iter().zip(tats) {
+                let ttl = std::time::Duration::from_micros(tat.saturating_sub(now_us));
+                map.put(&t.key, tat as i64, now + ttl, now);
+            }
+        } else {
+            // Nothing was taken: report the cells that had room as they are.
+            for (t, d) in takes.iter().zip(out.iter_mut()) {
+                if d.allowed {
+                    let tat = map.live(&t.key, now).map(|v| v as u64);
+                    *d = gcra(tat, now_us, t.limit, 0, false).0;
+                }
+            }
+        }
+        out
+    }
+
+    /// See [`State::reserve`].
+    pub fn reserve_now(&self, counters: &[Counter], amount: i64) -> Reserved {
+        let now = Instant::now();
+        let mut map = self.lock();
+        let values: Vec<i64> = counters
+            .iter()
+            .map(|c| map.live(&c.key, now).unwrap_or(0))
+            .collect();
+        let over = counters
+            .iter()
+            .zip(&values)
+            .any(|(c, v)| c.limit.is_some_and(|l| *v >= l || v + amount > l));
+        if over {
+            return Reserved {
+                allowed: false,
+                values,
+            };
+        }
+        let values = counters
+            .iter()
+            .zip(values)
+            .map(|(c, v)| {
+                let v = v + amount;
+                map.put(&c.key, v, now + c.ttl, now);
+                v
+            })
+            .collect();
+        Reserved {
+            allowed: true,
+            values,
+        }
+    }
+
+    /// See [`State::get`].
+    pub fn get_now(&self, keys: &[String]) -> Vec<i64> {
+        let now = Instant::now();
+        let map = self.lock();
+        keys.iter().map(|k| map.live(k, now).unwrap_or(0)).collect()
+    }
+}
+
+impl State for MemoryState {
+    fn admit(&self, takes: Vec<Take>) -> BoxFuture<'_, Vec<Decision>> {
+        Box::pin(future::ready(self.step(&takes, false)))
+    }
+
+    fn adjust(&self, takes: Vec<Take>) -> BoxFuture<'_, ()> {
+        self.step(&takes, true);
+        Box::pin(future::ready(()))
+    }
+
+    fn reserve(&self, counters: Vec<Counter>, amount: i64) -> BoxFuture<'_, Reserved> {
+        Box::pin(future::ready(self.reserve_now(&counters, amount)))
+    }
+
+    fn get(&self, keys: Vec<String>) -> BoxFuture<'_, Vec<i64>> {
+        Box::pin(future::ready(self.get_now(&keys)))
+    }
+
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    fn healthy(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn take(key: &str, limit: u64, cost: i64) -> Take {
+        Take {
+            key: key.into(),
+            limit,
+            cost,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_steps_take_nothing_from_any_cell() {
+        let s = MemoryState::new();
+        assert!(s.step(&[take("r", 5, 1), take("t", 100, 90)], false)[1].allowed);
+        // The token cell is short: the request cell must not be charged either.
+        let d = s.step(&[take("r", 5, 1), take("t", 100, 20)], false);
+        assert!(d[0].allowed && !d[1].allowed);
+        let d = s.step(&[take("r", 5, 1)], false);
+        assert_eq!(d[0].remaining, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cells_refill_with_the_clock() {
+        let s = MemoryState::new();
+        for _ in 0..2 {
+            assert!(s.step(&[take("r", 2, 1)], false)[0].allowed);
+        }
+        let d = s.step(&[take("r", 2, 1)], false);
+        assert!(!d[0].allowed);
+        assert_eq!(d[0].retry_after, Duration::from_secs(30));
+        tokio::time::advance(Duration::from_secs(30) - Duration::from_micros(1)).await;
+        assert!(!s.step(&[take("r", 2, 1)], false)[0].allowed);
+        tokio::time::advance(Duration::from_micros(1)).await;
+        assert!(s.step(&[take("r", 2, 1)], false)[0].allowed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counters_respect_ceilings_and_expire() {
+        let s = MemoryState::new();
+        let c = |limit| Counter {
+            key: "spend".into(),
+            limit,
+            ttl: Duration::from_secs(10),
+        };
+        assert!(s.reserve_now(&[c(Some(100))], 60).allowed);
+        let r = s.reserve_now(&[c(Some(100))], 50);
+        assert!(!r.allowed);
+        assert_eq!(r.values, vec![60]);
+        // Unconditional adjustments may cross the ceiling (actual cost above the estimate)...
+        assert_eq!(s.reserve_now(&[c(None)], 45).values, vec![105]);
+        // ...after which even a zero reservation is refused.
+        assert!(!s.reserve_now(&[c(Some(100))], 0).allowed);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(s.get_now(&["spend".into()]), vec![0]);
+    }
+}

@@ -1,0 +1,305 @@
+//! Limits and budgets shared through the real Redis at 127.0.0.1:6379 by two switchyard
+//! instances, and what happens when Redis goes away and comes back.
+//!
+//! Each test writes under its own key prefix. Without Redis these tests skip — except under
+//! CI (`CI` set), where a missing Redis is a failure.
+
+mod admin;
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use common::{gateway, Gateway};
+
+const REDIS: &str = "127.0.0.1:6379";
+
+/// Whether a Redis answers PING at `addr`.
+async fn redis_up(addr: &str) -> bool {
+    let Ok(Ok(mut s)) =
+        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await
+    else {
+        return false;
+    };
+    if s.write_all(b"PING\r\n").await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), s.read_exact(&mut buf)).await,
+        Ok(Ok(_)) if &buf == b"+PONG\r\n"
+    )
+}
+
+/// `true` when the test should run; panics under CI when Redis is missing.
+async fn need_redis() -> bool {
+    if redis_up(REDIS).await {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("Redis is not running on {REDIS}, and CI is set: these tests must run");
+    }
+    eprintln!("skipping: no Redis on {REDIS} (start one: redis-server --port 6379 --save '')");
+    false
+}
+
+fn prefix(test: &str) -> String {
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("sytest-{test}-{}-{n}", std::process::id())
+}
+
+fn config(url: &str, prefix: &str, extra: &str) -> String {
+    format!(
+        "
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+state:
+  backend: redis
+  url: {url}
+  prefix: {prefix}
+  timeout_ms: 200
+  retry_secs: 0.2
+keys:
+  - name: shared
+    key: sk-shared
+    team: t
+{extra}
+prices:
+  echo: {{input: 1000000, output: 0}}
+"
+    )
+}
+
+async fn call(g: &Gateway) -> common::Resp {
+    g.post(
+        "/v1/chat/completions",
+        &[("authorization", "Bearer sk-shared")],
+        &json!({"model": "echo", "messages": [{"role": "user", "content": "hello"}]}),
+    )
+    .await
+}
+
+async fn spend(addr: SocketAddr) -> Value {
+    admin::get_json(addr, "/spend").await
+}
+
+#[tokio::test]
+async fn two_instances_together_admit_no_more_than_the_keys_rpm() {
+    if !need_redis().await {
+        return;
+    }
+    let cfg = config(&format!("redis://{REDIS}"), &prefix("rpm"), "    rpm: 5");
+    let (a, b) = (gateway(&cfg).await, gateway(&cfg).await);
+    let mut ok = 0;
+    let mut refused = 0;
+    for i in 0..20 {
+        let r = call(if i % 2 == 0 { &a } else { &b }).await;
+        match r.status.as_u16() {
+            200 => ok += 1,
+            429 => {
+                refused += 1;
+                assert!(r.header("retry-after").is_some());
+                assert_eq!(r.header("x-ratelimit-limit-requests"), Some("5"));
+            }
+            s => panic!("unexpected {s}: {}", r.text()),
+        }
+    }
+    // 5 per minute with a burst of 5: the whole run takes well under the 12 s one more
+    // request needs.
+    assert_eq!((ok, refused), (5, 15));
+    // Concurrently, too: the Lua step is atomic.
+    let cfg = config(
+        &format!("redis://{REDIS}"),
+        &prefix("rpm-conc"),
+        "    rpm: 7",
+    );
+    let (a, b) = (gateway(&cfg).await, gateway(&cfg).await);
+    let calls = (0..30).map(|i| {
+        let g = if i % 2 == 0 { &a } else { &b };
+        call(g)
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(calls)
+        .await
+        .iter()
+        .map(|r| r.status.as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        7,
+        "{statuses:?}"
+    );
+    assert_eq!(spend(a.running.admin_addr).await["backend_healthy"], true);
+}
+
+#[tokio::test]
+async fn a_budget_spent_through_one_instance_is_refused_by_the_other() {
+    if !need_redis().await {
+        return;
+    }
+    // Each request costs $9 ("hello" ≈ 9 input tokens at $1 a token).
+    let cfg = config(
+        &format!("redis://{REDIS}"),
+        &prefix("budget"),
+        "    budget_usd_per_day: 40",
+    );
+    let (a, b) = (gateway(&cfg).await, gateway(&cfg).await);
+    for _ in 0..4 {
+        assert_eq!(call(&a).await.status, 200);
+    }
+    let r = call(&b).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "insufficient_quota");
+    let s = spend(b.running.admin_addr).await;
+    assert_eq!(s["backend"], "redis");
+    assert_eq!(s["keys"][0]["spent_usd_today"], 36.0);
+    assert_eq!(s["keys"][0]["remaining_usd_today"], 4.0);
+    assert_eq!(s["teams"][0]["spent_usd_today"], 36.0);
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_leaves_each_instance_on_local_limits() {
+    // Nothing listens on this port: connections are refused at once.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = config(
+        &format!("redis://127.0.0.1:{port}"),
+        &prefix("down"),
+        "    rpm: 3",
+    );
+    let (a, b) = (gateway(&cfg).await, gateway(&cfg).await);
+    for g in [&a, &b] {
+        for _ in 0..3 {
+            let r = call(g).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        // Local limits still hold per instance.
+        assert_eq!(call(g).await.status, 429);
+        let s = spend(g.running.admin_addr).await;
+        assert_eq!(s["backend_healthy"], false);
+        assert_eq!(s["keys"][0]["spent_usd_today"], 27.0);
+    }
+    // Process-wide: at least these two backends are down.
+    assert!(!switchyard::state::backend_healthy());
+}
+
+/// A `redis-server` of our own on a free loopback port, killed when dropped.
+struct OwnRedis {
+    child: Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Option<Self> {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(Self { child, port })
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn wait_until_up(addr: &str) {
+    for _ in 0..100 {
+        if redis_up(addr).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("redis-server on {addr} did not come up");
+}
+
+#[tokio::test]
+async fn redis_stopped_mid_run_then_back_resumes_shared_accounting() {
+    if !need_redis().await {
+        return;
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Some(mut redis) = OwnRedis::start(port) else {
+        if std::env::var_os("CI").is_some() {
+            panic!("redis-server cannot be started, and CI is set");
+        }
+        eprintln!("skipping: no redis-server binary");
+        return;
+    };
+    let addr = format!("127.0.0.1:{}", redis.port);
+    wait_until_up(&addr).await;
+    let cfg = config(&format!("redis://{addr}"), &prefix("kill"), "    rpm: 4");
+    let (a, b) = (gateway(&cfg).await, gateway(&cfg).await);
+    // Shared: 2 + 2 use the key's 4, and both instances see it.
+    for g in [&a, &b, &a, &b] {
+        assert_eq!(call(g).await.status, 200);
+    }
+    assert_eq!(call(&a).await.status, 429);
+    assert_eq!(call(&b).await.status, 429);
+
+    redis.stop();
+    // Both keep serving, each on its own local cells (fresh: 4 each).
+    for g in [&a, &b] {
+        for _ in 0..4 {
+            let r = call(g).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        assert_eq!(call(g).await.status, 429);
+        assert_eq!(spend(g.running.admin_addr).await["backend_healthy"], false);
+    }
+
+    // Redis returns (empty: it keeps nothing on disk): after the probe interval the next
+    // request goes to Redis again and the instances share one cell once more.
+    let _redis = OwnRedis::start(port).expect("redis-server restarts");
+    wait_until_up(&addr).await;
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let g = if i % 2 == 0 { &a } else { &b };
+        let _ = call(g).await;
+        if spend(a.running.admin_addr).await["backend_healthy"] == true
+            && spend(b.running.admin_addr).await["backend_healthy"] == true
+        {
+            break;
+        }
+    }
+    for g in [&a, &b] {
+        assert_eq!(spend(g.running.admin_addr).await["backend_healthy"], true);
+    }
+    // The shared cell now counts both instances' requests together again: at most 4 pass.
+    for i in 0..10 {
+        statuses.push(call(if i % 2 == 0 { &a } else { &b }).await.status.as_u16());
+    }
+    let passed = statuses.iter().filter(|s| **s == 200).count();
+    assert!(passed <= 4, "{statuses:?}");
+}
