@@ -1,9 +1,9 @@
 //! Secrets never leak: a provider key, an admin token and a caller key planted in config, the
-//! caller key sent in every header an SDK uses, traffic that succeeds, streams, fails with an upstream 401 (its
-//! message quoting the key, as OpenAI's does), 5xx and 4xx messages echoing the key, and error
-//! events mid-stream. Logs are captured at trace level (every crate), and the logs, every
-//! response body and header, and the admin plane (`/metrics`, `/config`, `/providers`,
-//! `/routes`) are searched for each secret.
+//! caller key sent in every header an SDK uses, traffic that succeeds, streams, fails with an
+//! upstream 401 (its message quoting the key, as OpenAI's does), 5xx and 4xx messages echoing
+//! the key, error events mid-stream and a wrong caller key. Logs are captured at trace level
+//! (every crate), and the logs, every response body and header, and the admin plane
+//! (`/metrics`, `/config`, `/providers`, `/routes`, `/spend`) are searched for each secret.
 
 mod common;
 
