@@ -271,8 +271,14 @@ where
             meta.extensions.insert(ir::RequiredTags(tags));
         }
     }
+    // What the encoder needs of the request, kept before the request moves on: the stream
+    // options for an OpenAI caller, the model name an Anthropic stream echoes.
     let stream_opts = openai::StreamOptions::from_op(&op);
-    let public_model = op.model().unwrap_or_default().to_owned();
+    let public_model = if format == Format::Anthropic {
+        op.model().unwrap_or_default().to_owned()
+    } else {
+        String::new()
+    };
     let result = inner.call(ir::Request { op, meta }).await;
     match result {
         Err(e) => error_response(format, &e),
