@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # switchyard load benchmark: mock upstream vs bare hyper proxy vs switchyard, side by side.
 #
-#   bench/load.sh                                  # CONCURRENCY="1 16 64" DURATION=10s
+#   bench/load.sh                                  # CONCURRENCY="1 16 64 256" DURATION=10s
 #   DURATION=5s CONCURRENCY="1 64" bench/load.sh
 #
 # See bench/README.md for what is measured and what the columns mean. Everything binds to
@@ -9,13 +9,18 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CONCURRENCY="${CONCURRENCY:-1 16 64}"
+CONCURRENCY="${CONCURRENCY:-1 16 64 256}"
 DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-1s}"            # unmeasured oha run before each measured one ("0" to skip)
 MOCK_PORT="${MOCK_PORT:-9101}"
 BARE_PORT="${BARE_PORT:-9102}"
 SY_PORT="${SY_PORT:-4100}"
 SY_ADMIN_PORT="${SY_ADMIN_PORT:-9565}"
+FULL_PORT="${FULL_PORT:-4101}"          # switchyard with every feature on (keys, Redis, tracing)
+FULL_ADMIN_PORT="${FULL_ADMIN_PORT:-9566}"
+SINK_PORT="${SINK_PORT:-9103}"          # OTLP/HTTP sink for the full variant's spans
+REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+TTFB_REQUESTS="${TTFB_REQUESTS:-300}"   # sequential streamed requests per target for TTFB
 READY_TIMEOUT_S="${READY_TIMEOUT_S:-20}"
 RESULTS_DIR="${RESULTS_DIR:-$ROOT/bench/results}"
 CMDLINE="DURATION=$DURATION CONCURRENCY=\"$CONCURRENCY\" WARMUP=$WARMUP bench/load.sh${*:+ $*}"
@@ -89,7 +94,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "$MOCK_PORT" "$BARE_PORT" "$SY_PORT" "$SY_ADMIN_PORT"; do
+for p in "$MOCK_PORT" "$BARE_PORT" "$SY_PORT" "$SY_ADMIN_PORT" "$FULL_PORT" "$FULL_ADMIN_PORT" "$SINK_PORT"; do
   port_in_use "$p" && die "127.0.0.1:$p is already in use (override with MOCK_PORT/BARE_PORT/SY_PORT/SY_ADMIN_PORT)"
 done
 
@@ -140,6 +145,52 @@ SY_READY_MS="$(awk -v ns="$(( $(now_ns) - SY_T0 ))" 'BEGIN { printf "%.1f", ns /
 SY_IDLE_RSS_KIB="$(status_kib "$SY_PID" VmRSS)"
 log "switchyard ready in ${SY_READY_MS} ms, idle RSS ${SY_IDLE_RSS_KIB} KiB"
 
+# The "full" variant: the same routes with a caller key (auth), per-key RPM/TPM limits and a
+# daily budget kept in Redis, metrics, and every span exported over OTLP/HTTP to a local sink.
+cat >"$WORK/sink.py" <<'PY'
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PY
+python3 "$WORK/sink.py" "$SINK_PORT" >"$WORK/sink.log" 2>&1 &
+SINK_PID=$!; PIDS+=("$SINK_PID")
+wait_http "$SINK_PID" "http://127.0.0.1:$SINK_PORT/" any
+FULL_KEY="sk-bench-caller-$$"
+{
+  cat "$WORK/switchyard.yaml"
+  cat <<YAML
+telemetry:
+  otlp_endpoint: http://127.0.0.1:$SINK_PORT
+  otlp_protocol: http/protobuf
+  service_name: switchyard-bench
+state:
+  backend: redis
+  url: $REDIS_URL
+  prefix: switchyard-bench-$$
+keys:
+  - name: bench
+    key: $FULL_KEY
+    team: bench
+    models: ["chat-*"]
+    rpm: 100000000
+    tpm: 100000000000
+    budget_usd_per_day: 1000000
+YAML
+} >"$WORK/switchyard-full.yaml"
+log "starting switchyard (full) on 127.0.0.1:$FULL_PORT (admin 127.0.0.1:$FULL_ADMIN_PORT, Redis $REDIS_URL)"
+"$SY_BIN" serve --config "$WORK/switchyard-full.yaml" \
+  --listen "127.0.0.1:$FULL_PORT" --admin "127.0.0.1:$FULL_ADMIN_PORT" >"$WORK/full.log" 2>&1 &
+FULL_PID=$!; PIDS+=("$FULL_PID")
+wait_http "$FULL_PID" "http://127.0.0.1:$FULL_ADMIN_PORT/readyz" 200
+
 # ---------------------------------------------------------------------------------------------
 # Requests
 # ---------------------------------------------------------------------------------------------
@@ -153,21 +204,25 @@ body() { # body MODEL MODE
 }
 url_of() { case "$1" in mock) echo "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" ;;
   bare) echo "http://127.0.0.1:$BARE_PORT/v1/chat/completions" ;;
-  switchyard) echo "http://127.0.0.1:$SY_PORT/v1/chat/completions" ;; esac; }
+  switchyard) echo "http://127.0.0.1:$SY_PORT/v1/chat/completions" ;;
+  full) echo "http://127.0.0.1:$FULL_PORT/v1/chat/completions" ;; esac; }
 model_of() { # model_of TARGET MODE: the mock's model names directly, switchyard's route names
-  if [[ "$1" == switchyard ]]; then [[ "$2" == stream ]] && echo chat-stream || echo chat-default
+  if [[ "$1" == switchyard || "$1" == full ]]; then [[ "$2" == stream ]] && echo chat-stream || echo chat-default
   else [[ "$2" == stream ]] && echo lorem || echo echo; fi
 }
-pid_of() { case "$1" in mock) echo "$MOCK_PID" ;; bare) echo "$BARE_PID" ;; switchyard) echo "$SY_PID" ;; esac; }
+pid_of() { case "$1" in mock) echo "$MOCK_PID" ;; bare) echo "$BARE_PID" ;; switchyard) echo "$SY_PID" ;;
+  full) echo "$FULL_PID" ;; esac; }
+# auth_of TARGET: the caller key header the full variant requires (none for the others).
+auth_of() { [[ "$1" == full ]] && echo "authorization: Bearer $FULL_KEY" || echo "x-bench: 1"; }
 
-TARGETS=(mock bare switchyard)
+TARGETS=(mock bare switchyard full)
 MODES=(unary stream)
 
 # Smoke test: one request per target and mode must answer 200 with the expected shape.
 for mode in "${MODES[@]}"; do
   for t in "${TARGETS[@]}"; do
     out="$WORK/smoke-$t-$mode"
-    code="$(curl -s -o "$out" -w '%{http_code}' --max-time 5 -X POST \
+    code="$(curl -s -o "$out" -w '%{http_code}' --max-time 5 -X POST -H "$(auth_of "$t")" \
       -H 'content-type: application/json' -d "$(body "$(model_of "$t" "$mode")" "$mode")" "$(url_of "$t")")"
     [[ "$code" == 200 ]] || die "smoke $t/$mode: HTTP $code: $(head -c 300 "$out")"
     if [[ "$mode" == stream ]]; then
@@ -188,7 +243,7 @@ ERRORS_TXT="$WORK/errors.txt"
 run_oha() { # run_oha DURATION TIMEOUT CONC TARGET MODE -> JSON on stdout
   local dur="$1" tmo="$2" c="$3" t="$4" mode="$5"
   timeout --kill-after=5 "$tmo" oha --no-tui "${OHA_JSON[@]}" "${OHA_WAIT[@]}" -z "$dur" -c "$c" \
-    -m POST -H 'content-type: application/json' -d "$(body "$(model_of "$t" "$mode")" "$mode")" \
+    -m POST -H 'content-type: application/json' -H "$(auth_of "$t")" -d "$(body "$(model_of "$t" "$mode")" "$mode")" \
     "$(url_of "$t")"
 }
 
@@ -225,6 +280,18 @@ for mode in "${MODES[@]}"; do
   done
 done
 
+# Time to first byte of a stream, one connection, sequential requests (bench/ttfb.py).
+TTFB_TSV="$WORK/ttfb.tsv"
+: >"$TTFB_TSV"
+for t in "${TARGETS[@]}"; do
+  args=("$(url_of "$t")" "$(body "$(model_of "$t" stream)" stream)")
+  hdr="$(auth_of "$t")"
+  timeout 60 python3 "$ROOT/bench/ttfb.py" "${args[@]}" 30 "$hdr" >/dev/null || die "ttfb warm-up $t failed"
+  log "ttfb $t: $TTFB_REQUESTS sequential streams"
+  json="$(timeout 300 python3 "$ROOT/bench/ttfb.py" "${args[@]}" "$TTFB_REQUESTS" "$hdr")" || die "ttfb $t failed"
+  printf '%s\t%s\n' "$t" "$json" >>"$TTFB_TSV"
+done
+
 # ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
@@ -241,8 +308,8 @@ STAMP="$STAMP" CMDLINE="$CMDLINE" DURATION="$DURATION" WARMUP="$WARMUP" WARMUP_S
 MACHINE="nproc=$(nproc), kernel $(uname -r), CPU ${CPU_MODEL:-unknown}, load average before the runs: $LOAD_BEFORE" \
 VERSIONS="switchyard $GIT_REV, $(rustc --version 2>/dev/null || echo 'rustc ?'), $(oha --version 2>/dev/null | head -n1)" \
 SY_READY_MS="$SY_READY_MS" SY_IDLE_RSS_KIB="$SY_IDLE_RSS_KIB" BARE_IDLE_RSS_KIB="$BARE_IDLE_RSS_KIB" \
-python3 - "$RESULTS_TSV" "$ERRORS_TXT" >"$OUT.tmp" <<'PY'
-import os, sys
+python3 - "$RESULTS_TSV" "$ERRORS_TXT" "$TTFB_TSV" >"$OUT.tmp" <<'PY'
+import json, os, sys
 E = os.environ
 rows = []
 for line in open(sys.argv[1]):
@@ -253,6 +320,10 @@ for line in open(sys.argv[1]):
                      p99=float(p99) * 1e3, succ=float(succ) * 100, done=done, ok=int(ok),
                      cpu=cpu_us, hwm=int(hwm) / 1024))
 errors = [l.rstrip("\n") for l in open(sys.argv[2]) if l.strip()]
+ttfb = {}
+for line in open(sys.argv[3]):
+    t, js = line.rstrip("\n").split("\t", 1)
+    ttfb[t] = json.loads(js)
 by = {(r["t"], r["mode"], r["c"]): r for r in rows}
 
 print("# switchyard load benchmark, " + E["STAMP"])
@@ -268,7 +339,14 @@ print("switchyard: start to `/readyz` 200 in **%s ms**; idle RSS before load **%
       "(bare proxy idle RSS %.1f MiB)." % (E["SY_READY_MS"], int(E["SY_IDLE_RSS_KIB"]) / 1024,
                                            int(E["BARE_IDLE_RSS_KIB"]) / 1024))
 print()
-print("Budget (switchyard vs bare proxy): CPU/request ratio <= 1.5x, added p50 <= +50 us.")
+print("Budget (vs bare proxy, same run): switchyard (default config) CPU/request <= 1.5x; "
+      "full (auth + Redis limits and budget + metrics + OTLP tracing) <= 2.5x; at one connection "
+      "p50 <= +50 us and p99 <= +250 us; stream time to first byte <= +100 us.")
+print()
+print("Targets: **mock** = the upstream alone; **bare** = a minimal hyper pass-through proxy "
+      "(bench/bare-proxy); **switchyard** = default config, one provider, metrics on; "
+      "**full** = switchyard with a caller key, RPM/TPM limits and a daily budget in Redis, "
+      "metrics, every span exported over OTLP/HTTP.")
 print()
 hdr = ["target", "mode", "conc", "req/s", "p50 ms", "p99 ms", "success", "requests",
        "CPU us/req", "CPU ratio vs bare", "p50 +us vs bare", "p50 +us vs mock",
@@ -288,16 +366,32 @@ for r in rows:
             dp50 = "%+.0f" % ((r["p50"] - bare["p50"]) * 1e3)
         if mock:
             dmock = "%+.0f" % ((r["p50"] - mock["p50"]) * 1e3)
-    if r["t"] == "switchyard" and bare:
+    if r["t"] in ("switchyard", "full") and bare:
         over = []
-        if r["cpu"] / bare["cpu"] > 1.5: over.append("CPU")
-        if (r["p50"] - bare["p50"]) * 1e3 > 50: over.append("p50")
+        if r["cpu"] / bare["cpu"] > (1.5 if r["t"] == "switchyard" else 2.5): over.append("CPU")
+        if r["c"] == 1 and (r["p50"] - bare["p50"]) * 1e3 > 50: over.append("p50")
+        if r["c"] == 1 and (r["p99"] - bare["p99"]) * 1e3 > 250: over.append("p99")
         if r["succ"] < 100: over.append("errors")
         budget = "ok" if not over else "OVER: " + ", ".join(over)
     print("| %s | %s | %d | %.0f | %.3f | %.3f | %.2f%% | %d | %s | %s | %s | %s | %s | %s |" % (
         r["t"], r["mode"], r["c"], r["rps"], r["p50"], r["p99"], r["succ"], r["done"],
         cpu, ratio, dp50, dmock, rss, budget))
 print()
+if ttfb:
+    print("Streams, time to first byte (one keep-alive connection, %d sequential requests "
+          "per target, bench/ttfb.py; client cost included alike):" % next(iter(ttfb.values()))["n"])
+    print()
+    print("| target | TTFB p50 ms | TTFB p90 ms | TTFB p99 ms | TTFB p50 +us vs bare | whole stream p50 ms | budget |")
+    print("|---|--:|--:|--:|--:|--:|:-:|")
+    b = ttfb.get("bare")
+    for t, v in ttfb.items():
+        d = "-" if t in ("mock", "bare") or not b else "%+.0f" % ((v["ttfb_p50"] - b["ttfb_p50"]) * 1e3)
+        ok = "-"
+        if t in ("switchyard", "full") and b:
+            ok = "ok" if (v["ttfb_p50"] - b["ttfb_p50"]) * 1e3 <= 100 else "OVER"
+        print("| %s | %.3f | %.3f | %.3f | %s | %.3f | %s |" % (
+            t, v["ttfb_p50"], v["ttfb_p90"], v["ttfb_p99"], d, v["total_p50"], ok))
+    print()
 if errors:
     print("Errors and non-2xx responses:")
     print()

@@ -14,6 +14,8 @@
 #   45%  storm over
 #   55%  config touched (hot reload)
 #   65%  up2 killed and restarted
+#   72%  Redis (switchyard's shared state, its own redis-server here) killed
+#   76%  Redis restarted, empty
 #   80%  up1 stalls streams after 3 events (latency 200 ms on up2)
 #   90%  all faults cleared
 # switchyard's RSS and open fds are sampled every SAMPLE seconds. The report prints the good
@@ -28,10 +30,12 @@ CONC="${CONC:-8}"
 UP1_PORT="${UP1_PORT:-9201}"; UP1_ADMIN="${UP1_ADMIN:-9211}"
 UP2_PORT="${UP2_PORT:-9202}"; UP2_ADMIN="${UP2_ADMIN:-9212}"
 SY_PORT="${SY_PORT:-4200}"; SY_ADMIN="${SY_ADMIN:-9566}"
+REDIS_PORT="${REDIS_PORT:-6391}"   # a redis-server of the soak's own, killed and restarted
+CALLER_KEY="sk-soak-caller-$$"
 export PATH="$HOME/.cargo/bin:$PATH"
 log() { printf '[soak %4ss] %s\n' "$(( $(date +%s) - ${T0:-$(date +%s)} ))" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
-for tool in curl python3 cargo; do command -v "$tool" >/dev/null || die "$tool is required"; done
+for tool in curl python3 cargo redis-server redis-cli; do command -v "$tool" >/dev/null || die "$tool is required"; done
 command -v oha >/dev/null || { log "installing oha"; cargo install oha --locked; }
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -59,7 +63,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "$UP1_PORT" "$UP1_ADMIN" "$UP2_PORT" "$UP2_ADMIN" "$SY_PORT" "$SY_ADMIN"; do
+for p in "$UP1_PORT" "$UP1_ADMIN" "$UP2_PORT" "$UP2_ADMIN" "$SY_PORT" "$SY_ADMIN" "$REDIS_PORT"; do
   port_in_use "$p" && die "127.0.0.1:$p is in use"
 done
 
@@ -76,6 +80,13 @@ start_mock() { # NAME PORT ADMIN
   PIDS+=("$!"); eval "${1}_PID=$!"
   wait_up "http://127.0.0.1:$2/"
 }
+start_redis() {
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis.log" 2>&1 &
+  PIDS+=("$!"); REDIS_PID=$!
+  for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0; sleep 0.05; done
+  die "redis-server on $REDIS_PORT not up"
+}
+start_redis
 start_mock up1 "$UP1_PORT" "$UP1_ADMIN"
 start_mock up2 "$UP2_PORT" "$UP2_ADMIN"
 
@@ -104,6 +115,16 @@ models:
     targets: [up1/echo, up2/echo]
   - name: chat-stream
     targets: [up1/lorem, up2/lorem]
+state:
+  backend: redis
+  url: redis://127.0.0.1:$REDIS_PORT
+  timeout_ms: 50
+keys:
+  - name: soak
+    key: $CALLER_KEY
+    rpm: 10000000
+    tpm: 10000000000
+    budget_usd_per_day: 1000000
 EOF
 "$BIN" serve --config "$CONFIG" >"$WORK/switchyard.log" 2>&1 &
 SY_PID=$!; PIDS+=("$SY_PID")
@@ -126,12 +147,12 @@ PIDS+=("$!")
 # --- good traffic ------------------------------------------------------------------------------
 URL="http://127.0.0.1:$SY_PORT/v1/chat/completions"
 oha -z "${DURATION}s" -c "$CONC" --no-tui --output-format json -m POST \
-  -H 'content-type: application/json' -H 'authorization: Bearer sk-caller' \
+  -H 'content-type: application/json' -H "authorization: Bearer $CALLER_KEY" \
   -d '{"model":"chat-default","messages":[{"role":"user","content":"soak"}]}' \
   "$URL" >"$WORK/oha-json.json" 2>"$WORK/oha-json.log" &
 OHA1=$!; PIDS+=("$OHA1")
 oha -z "${DURATION}s" -c 2 --no-tui --output-format json -m POST \
-  -H 'content-type: application/json' \
+  -H 'content-type: application/json' -H "authorization: Bearer $CALLER_KEY" \
   -d '{"model":"chat-stream","stream":true,"max_tokens":32,"messages":[{"role":"user","content":"soak"}]}' \
   "$URL" >"$WORK/oha-stream.json" 2>"$WORK/oha-stream.log" &
 OHA2=$!; PIDS+=("$OHA2")
@@ -140,9 +161,9 @@ OHA2=$!; PIDS+=("$OHA2")
 (
   while (( $(date +%s) < END )); do
     t=$(( $(date +%s) - T0 ))
-    j=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$URL" -H 'content-type: application/json' \
+    j=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$URL" -H 'content-type: application/json' -H "authorization: Bearer $CALLER_KEY" \
       -d '{"model":"chat-default","messages":[{"role":"user","content":"probe"}]}' || true)
-    st=$(curl -s -o "$WORK/probe.body" -w '%{http_code}' --max-time 5 "$URL" -H 'content-type: application/json' \
+    st=$(curl -s -o "$WORK/probe.body" -w '%{http_code}' --max-time 5 "$URL" -H 'content-type: application/json' -H "authorization: Bearer $CALLER_KEY" \
       -d '{"model":"chat-stream","stream":true,"max_tokens":8,"messages":[{"role":"user","content":"probe"}]}' || true)
     err=""
     [[ "$st" != 200 ]] && err=$(head -c 200 "$WORK/probe.body" | tr -d '\n')
@@ -156,7 +177,7 @@ PIDS+=("$!")
 cat >"$WORK/hostile.py" <<'EOF'
 """Hostile clients in a loop until the deadline; prints counts of outcomes as JSON."""
 import json, socket, sys, threading, time
-port, end = int(sys.argv[1]), float(sys.argv[2])
+port, end, key = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3].encode()
 counts, lock = {}, threading.Lock()
 def count(k):
     with lock: counts[k] = counts.get(k, 0) + 1
@@ -191,21 +212,21 @@ def malformed():
         b = bodies[i % len(bodies)]; i += 1
         s = conn()
         try:
-            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(b) + b)
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer " + key + b"\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(b) + b)
         except OSError: pass
         count("malformed_" + status(s)); s.close(); time.sleep(0.05)
 def vanish():  # asks for a long stream, reads a little, disconnects
     body = b'{"model":"chat-stream","stream":true,"max_tokens":2000,"messages":[{"role":"user","content":"x"}]}'
     while time.time() < end:
         s = conn()
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer " + key + b"\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
         count("vanish_" + status(s)); s.close(); time.sleep(0.1)
 ts = [threading.Thread(target=f, daemon=True) for f in (slowloris, slowloris, silent, malformed, vanish)]
 for t in ts: t.start()
 while time.time() < end and any(t.is_alive() for t in ts): time.sleep(0.5)
 print(json.dumps(counts, sort_keys=True))
 EOF
-python3 "$WORK/hostile.py" "$SY_PORT" "$END" >"$WORK/hostile.json" 2>"$WORK/hostile.log" &
+python3 "$WORK/hostile.py" "$SY_PORT" "$END" "$CALLER_KEY" >"$WORK/hostile.json" 2>"$WORK/hostile.log" &
 HOSTILE=$!; PIDS+=("$HOSTILE")
 
 # --- faults on a schedule ----------------------------------------------------------------------
@@ -220,6 +241,9 @@ at 55; log "fault: config touched (reload)";    echo "# touched $(date +%s)" >>"
 at 65; log "fault: up2 killed and restarted"
 kill -KILL "$up2_PID" 2>/dev/null || true; wait "$up2_PID" 2>/dev/null || true; sleep 2
 start_mock up2 "$UP2_PORT" "$UP2_ADMIN"
+at 72; log "fault: Redis killed"
+kill -KILL "$REDIS_PID" 2>/dev/null || true; wait "$REDIS_PID" 2>/dev/null || true
+at 76; log "fault: Redis restarted (empty)"; start_redis
 at 80; log "fault: up1 stalls streams after 3 events, up2 +200 ms"
 fault POST "$UP1_ADMIN" "stall_after_events=3"; fault POST "$UP2_ADMIN" "latency_ms=200"
 at 90; log "fault: all cleared";                fault DELETE "$UP1_ADMIN"; fault DELETE "$UP2_ADMIN"
@@ -254,7 +278,8 @@ try: print("hostile clients:", json.load(open(os.path.join(work, "hostile.json")
 except Exception as e: print(f"hostile clients: no result ({e})")
 print("\nprobe (one JSON + one stream request per second): non-200 by phase")
 phases = [(0, "steady"), (10, "up1 outage"), (25, "up1 back"), (35, "429 storm"), (45, "storm over"),
-          (55, "config touched"), (65, "up2 restart"), (80, "stall/latency"), (90, "cleared")]
+          (55, "config touched"), (65, "up2 restart"), (72, "redis down"), (76, "redis back"),
+          (80, "stall/latency"), (90, "cleared")]
 dur = int(duration); seen = {}
 for line in open(os.path.join(work, "probe")):
     parts = line.split(" ", 3)
@@ -278,3 +303,5 @@ for line in open(os.path.join(work, "samples")):
 EOF
 log "config reloads as switchyard counted them:"
 curl -s --max-time 2 "http://127.0.0.1:$SY_ADMIN/metrics" | grep -E '^switchyard_config_reload_total' || true
+log "shared state as switchyard saw it (1 = Redis answering):"
+curl -s --max-time 2 "http://127.0.0.1:$SY_ADMIN/metrics" | grep -E '^switchyard_state_backend' || true

@@ -7,6 +7,7 @@
 //! matches nothing is looked up again without its provider part.
 
 use std::collections::HashMap;
+use std::sync::RwLock;
 
 use serde::Deserialize;
 
@@ -45,10 +46,25 @@ impl Price {
 }
 
 /// The pricing table.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Prices {
     by_model: HashMap<String, Price>,
+    /// Answers already worked out (a prefix search walks the whole table), per model name
+    /// seen; bounded, since model names come from upstream replies.
+    memo: RwLock<HashMap<Box<str>, Option<Price>>>,
 }
+
+impl Clone for Prices {
+    fn clone(&self) -> Self {
+        Self {
+            by_model: self.by_model.clone(),
+            memo: RwLock::default(),
+        }
+    }
+}
+
+/// Most model names remembered by one table.
+const MEMO_MAX: usize = 4096;
 
 const SHIPPED: &str = include_str!("../data/prices.json");
 
@@ -62,7 +78,10 @@ impl Prices {
             .filter(|(k, _)| !k.starts_with('_'))
             .filter_map(|(k, v)| Some((k, serde_json::from_value(v).ok()?)))
             .collect();
-        Self { by_model }
+        Self {
+            by_model,
+            memo: RwLock::default(),
+        }
     }
 
     /// The shipped table with a config's `prices:` overrides applied.
@@ -85,23 +104,40 @@ impl Prices {
     /// Adds or replaces prices (config overrides).
     pub fn with_overrides(mut self, overrides: impl IntoIterator<Item = (String, Price)>) -> Self {
         self.by_model.extend(overrides);
+        self.memo = RwLock::default();
         self
     }
 
     /// The price of a model, by exact name or longest prefix.
-    pub fn lookup(&self, model: &str) -> Option<&Price> {
+    pub fn lookup(&self, model: &str) -> Option<Price> {
         if let Some(p) = self.by_model.get(model) {
-            return Some(p);
+            return Some(*p);
+        }
+        if let Some(p) = self.memo.read().ok().and_then(|m| m.get(model).copied()) {
+            return p;
+        }
+        let found = self.search(model);
+        if let Ok(mut m) = self.memo.write() {
+            if m.len() < MEMO_MAX {
+                m.insert(model.into(), found);
+            }
+        }
+        found
+    }
+
+    fn search(&self, model: &str) -> Option<Price> {
+        if let Some(p) = self.by_model.get(model) {
+            return Some(*p);
         }
         let by_prefix = self
             .by_model
             .iter()
             .filter(|(k, _)| model.starts_with(k.as_str()))
             .max_by_key(|(k, _)| k.len())
-            .map(|(_, p)| p);
+            .map(|(_, p)| *p);
         match (by_prefix, model.split_once('/')) {
             (Some(p), _) => Some(p),
-            (None, Some((_, rest))) if !rest.is_empty() => self.lookup(rest),
+            (None, Some((_, rest))) if !rest.is_empty() => self.search(rest),
             _ => None,
         }
     }

@@ -175,8 +175,16 @@ impl MakeId {
 impl MakeRequestId for MakeId {
     fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let id = format!("req_{:08x}{:010x}", self.prefix, n);
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
+        // `req_` + 8 hex digits of the process prefix + 10 of the counter, without `format!`.
+        let mut id = *b"req_000000000000000000";
+        let hex = |v: u64, out: &mut [u8]| {
+            for (i, b) in out.iter_mut().rev().enumerate() {
+                *b = b"0123456789abcdef"[((v >> (4 * i)) & 0xf) as usize];
+            }
+        };
+        hex(u64::from(self.prefix), &mut id[4..12]);
+        hex(n & 0xff_ffff_ffff, &mut id[12..]);
+        HeaderValue::from_bytes(&id).ok().map(RequestId::new)
     }
 }
 
@@ -280,4 +288,26 @@ pub fn build(
         state,
         spend,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_prefix_and_counter_in_hex() {
+        let mut m = MakeId {
+            prefix: 0x00ab_cdef,
+            next: Arc::new(AtomicU64::new(0x1f)),
+        };
+        let req = http::Request::new(());
+        let id = |m: &mut MakeId| {
+            m.make_request_id(&req)
+                .map(|r| r.header_value().to_str().unwrap().to_owned())
+        };
+        assert_eq!(id(&mut m).as_deref(), Some("req_00abcdef000000001f"));
+        assert_eq!(id(&mut m).as_deref(), Some("req_00abcdef0000000020"));
+        m.next = Arc::new(AtomicU64::new(u64::MAX));
+        assert_eq!(id(&mut m).as_deref(), Some("req_00abcdefffffffffff"));
+    }
 }

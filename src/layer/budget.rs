@@ -11,7 +11,9 @@
 //! Consumes `Principal` and `Arc<KeyPolicy>`. Over budget: 429 `BudgetExceeded` naming the
 //! budget and when it resets, with `Retry-After` until then.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::future::Future as _;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +25,7 @@ use crate::ir::{Error, ErrorKind, Principal, Reply, Request};
 use crate::layer::auth::{KeyPolicy, Keys};
 use crate::layer::ratelimit::{json_output_estimate, TokenEstimate};
 use crate::state::{Counter, SharedState};
+use crate::telemetry::logs::civil;
 
 /// Spend is counted in nano-USD: integers, exact, and far from overflow (9.2 billion USD).
 const NANO: f64 = 1e9;
@@ -49,19 +52,6 @@ pub struct Windows {
     now: i64,
 }
 
-/// (year, month, day) of days since 1970-01-01 (H. Hinnant's `civil_from_days`).
-fn civil(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 /// Days since 1970-01-01 of a date (`days_from_civil`).
 fn days(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -86,12 +76,24 @@ impl Windows {
         }
     }
 
-    /// The windows of now.
+    /// The windows of now (the day's strings are worked out once a day, not per request).
     pub fn now() -> Self {
+        static TODAY: Mutex<Option<Windows>> = Mutex::new(None);
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        Self::at(secs)
+        let mut today = TODAY.lock().unwrap_or_else(|e| e.into_inner());
+        match &*today {
+            Some(w) if (w.day_ends - 86_400..w.day_ends).contains(&secs) => Self {
+                now: secs,
+                ..w.clone()
+            },
+            _ => {
+                let w = Self::at(secs);
+                *today = Some(w.clone());
+                w
+            }
+        }
     }
 
     fn until(&self, end: i64) -> Duration {
@@ -116,9 +118,52 @@ fn rfc3339(unix_secs: i64) -> String {
 struct Ledger {
     state: SharedState,
     prefix: Arc<str>,
+    /// The counter names of each key and team for the current day (per scope `k`/`t`): built
+    /// once a day instead of formatted on every request.
+    names: Arc<Mutex<HashMap<Arc<str>, [Option<DayNames>; 2]>>>,
 }
 
+/// The day and month counter names of one key or team, valid until `day_ends`.
+#[derive(Debug, Clone)]
+struct DayNames {
+    day_ends: i64,
+    names: [String; 2],
+}
+
+/// Most names cached by one ledger (keys and teams come from config; a bound all the same).
+const NAMES_MAX: usize = 10_000;
+
 impl Ledger {
+    fn new(state: SharedState, prefix: &str) -> Self {
+        Self {
+            state,
+            prefix: Arc::from(prefix),
+            names: Arc::default(),
+        }
+    }
+
+    fn names(&self, scope: &str, name: &str, w: &Windows) -> [String; 2] {
+        let slot = usize::from(scope != "k");
+        let mut cache = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(Some(n)) = cache.get(name).map(|e| &e[slot]) {
+            if n.day_ends == w.day_ends {
+                return n.names.clone();
+            }
+        }
+        let p = &self.prefix;
+        let names = [
+            format!("{{{p}:{scope}:{name}}}:spend:d:{}", w.day),
+            format!("{{{p}:{scope}:{name}}}:spend:m:{}", w.month),
+        ];
+        if cache.len() < NAMES_MAX || cache.contains_key(name) {
+            cache.entry(Arc::from(name)).or_default()[slot] = Some(DayNames {
+                day_ends: w.day_ends,
+                names: names.clone(),
+            });
+        }
+        names
+    }
+
     fn counters(
         &self,
         scope: &str,
@@ -126,16 +171,16 @@ impl Ledger {
         w: &Windows,
         limits: [Option<f64>; 2],
     ) -> Vec<Counter> {
-        let p = &self.prefix;
+        let [day, month] = self.names(scope, name, w);
         vec![
             Counter {
-                key: format!("{{{p}:{scope}:{name}}}:spend:d:{}", w.day),
+                key: day,
                 limit: limits[0].map(nano),
                 // Kept a little past the window, for /spend around midnight.
                 ttl: Duration::from_secs(2 * 86_400),
             },
             Counter {
-                key: format!("{{{p}:{scope}:{name}}}:spend:m:{}", w.month),
+                key: month,
                 limit: limits[1].map(nano),
                 ttl: Duration::from_secs(32 * 86_400),
             },
@@ -158,9 +203,15 @@ impl Ledger {
             return;
         };
         let state = self.state.clone();
-        rt.spawn(async move {
+        let mut add = Box::pin(async move {
             state.reserve(counters, amount).await;
         });
+        // The in-memory state answers at once: no task for it. Redis does not: the rest of
+        // the call goes on in the background.
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        if add.as_mut().poll(&mut cx).is_pending() {
+            rt.spawn(add);
+        }
     }
 }
 
@@ -175,10 +226,7 @@ impl BudgetLayer {
     /// A layer keeping spend in `state` under `prefix`, priced with `prices`.
     pub fn new(state: SharedState, prefix: &str, prices: Arc<Prices>) -> Self {
         Self {
-            ledger: Ledger {
-                state,
-                prefix: Arc::from(prefix),
-            },
+            ledger: Ledger::new(state, prefix),
             prices,
         }
     }
@@ -331,10 +379,7 @@ impl SpendReport {
     /// A report over the configured keys (or `anonymous` when auth is off).
     pub fn new(state: SharedState, prefix: &str, keys: Arc<Keys>) -> Self {
         Self {
-            ledger: Ledger {
-                state,
-                prefix: Arc::from(prefix),
-            },
+            ledger: Ledger::new(state, prefix),
             keys,
         }
     }

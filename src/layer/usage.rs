@@ -24,7 +24,7 @@ use crate::ir::{
     Request, Role, Settlement, StreamEvent, Usage,
 };
 use crate::route::SharedRoutes;
-use crate::telemetry::logs::ACCESS;
+use crate::telemetry::logs;
 use crate::telemetry::metrics::{self, SeriesKey};
 use crate::telemetry::trace::{self, int};
 
@@ -521,31 +521,29 @@ impl Recorder {
             let sc = cx.span().span_context().clone();
             sc.is_valid().then(|| sc.trace_id().to_string())
         };
-        tracing::info!(
-            target: ACCESS,
-            request_id = %self.request_id,
-            operation = self.operation,
-            route = %key.route,
-            provider = %key.provider,
-            model = %key.model,
-            team = %key.team,
-            key = self.tap.key.get().map(|k| &**k),
-            attempts = o.attempts,
-            status = o.status,
-            error = o.error.map(ErrorKind::as_str),
-            stream = self.stream,
-            latency_ms = total.as_secs_f64() * 1000.0,
-            ttft_ms = ttft.map(|t| t.as_secs_f64() * 1000.0),
-            input_tokens = o.usage.map(|u| u.input_tokens),
-            output_tokens = o.usage.map(|u| u.output_tokens),
-            cached_tokens = o.usage.map(|u| u.cached_input_tokens),
-            usage_estimated = o.usage_estimated,
-            cost_usd = cost,
-            trace_id = trace_id.as_deref(),
-            prompt = self.prompt.as_deref(),
-            completion = o.completion,
-            "request"
-        );
+        logs::access(&logs::AccessLine {
+            request_id: &self.request_id,
+            operation: self.operation,
+            route: &key.route,
+            provider: &key.provider,
+            model: &key.model,
+            team: &key.team,
+            key: self.tap.key.get().map(|k| &**k),
+            attempts: o.attempts,
+            status: o.status,
+            error: o.error.map(ErrorKind::as_str),
+            stream: self.stream,
+            latency_ms: total.as_secs_f64() * 1000.0,
+            ttft_ms: ttft.map(|t| t.as_secs_f64() * 1000.0),
+            input_tokens: o.usage.map(|u| u.input_tokens),
+            output_tokens: o.usage.map(|u| u.output_tokens),
+            cached_tokens: o.usage.map(|u| u.cached_input_tokens),
+            usage_estimated: o.usage_estimated,
+            cost_usd: cost,
+            trace_id: trace_id.as_deref(),
+            prompt: self.prompt.as_deref(),
+            completion: o.completion,
+        });
         if span.is_disabled() {
             return;
         }

@@ -205,12 +205,18 @@ fn located_json_error(e: serde_path_to_error::Error<serde_json::Error>) -> Error
 
 /// Decodes a Chat Completions request body.
 pub fn decode_chat_request(body: &[u8]) -> Result<ChatRequest, Error> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let wire: ChatRequestWire =
-        serde_path_to_error::deserialize(&mut de).map_err(located_json_error)?;
-    // `deserialize` stops after the first document: trailing bytes are a malformed body, not
-    // something to ignore (`from_slice` checks this; a bare `Deserializer` does not).
-    de.end().map_err(json_error)?;
+    // The fast parse first; only a body that fails is parsed again to say where.
+    let wire: ChatRequestWire = match serde_json::from_slice(body) {
+        Ok(w) => w,
+        Err(fast) => {
+            let mut de = serde_json::Deserializer::from_slice(body);
+            serde_path_to_error::deserialize::<_, ChatRequestWire>(&mut de)
+                .map_err(located_json_error)?;
+            // The located parse took the first document: what failed is what follows it
+            // (`from_slice` refuses trailing bytes; a bare `Deserializer` does not).
+            return Err(de.end().err().map_or_else(|| json_error(fast), json_error));
+        }
+    };
     let mut req = ChatRequest::new(wire.model, Format::OpenAi);
     if wire.messages.is_empty() {
         return Err(
