@@ -146,7 +146,7 @@ fn parse_all(body: &[u8]) -> Vec<sse::Event> {
 
 /// IR events of an upstream stream, through its decoder.
 fn decode_stream(
-    mut dec: impl wire::StreamDecoder,
+    dec: &mut dyn wire::StreamDecoder,
     body: &[u8],
 ) -> Result<Vec<StreamEvent>, Error> {
     let mut p = sse::Parser::default();
@@ -352,44 +352,38 @@ fn streams(c: &mut Criterion) {
     let mut g = c.benchmark_group("stream");
     let openai_256 = openai_stream(256);
     let openai_events =
-        decode_stream(openai::StreamDecoder::new(), openai_256.as_bytes()).expect("decodes");
-    let anthropic_events =
-        decode_stream(anthropic::StreamDecoder::new(), ANTHROPIC_STREAM.as_bytes())
-            .expect("decodes");
+        decode_stream(&mut openai::StreamDecoder::new(), openai_256.as_bytes()).expect("decodes");
+    let anthropic_events = decode_stream(
+        &mut anthropic::StreamDecoder::new(),
+        ANTHROPIC_STREAM.as_bytes(),
+    )
+    .expect("decodes");
     decode_stream(
-        gemini::StreamDecoder::new("gemini-2.5-flash"),
+        &mut gemini::StreamDecoder::new("gemini-2.5-flash"),
         GEMINI_STREAM.as_bytes(),
     )
     .expect("decodes");
 
-    // Upstream bytes → IR events (SSE parse included).
-    g.throughput(bytes_of(&openai_256));
-    g.bench_function("decode/openai_256", |b| {
-        b.iter(|| {
-            decode_stream(
-                openai::StreamDecoder::new(),
-                black_box(openai_256.as_bytes()),
-            )
-        })
-    });
-    g.throughput(bytes_of(ANTHROPIC_STREAM));
-    g.bench_function("decode/anthropic_golden", |b| {
-        b.iter(|| {
-            decode_stream(
-                anthropic::StreamDecoder::new(),
-                black_box(ANTHROPIC_STREAM.as_bytes()),
-            )
-        })
-    });
-    g.throughput(bytes_of(GEMINI_STREAM));
-    g.bench_function("decode/gemini_golden", |b| {
-        b.iter(|| {
-            decode_stream(
-                gemini::StreamDecoder::new("gemini-2.5-flash"),
-                black_box(GEMINI_STREAM.as_bytes()),
-            )
-        })
-    });
+    // Upstream bytes → IR events (SSE parse included), through the boxed decoder as the
+    // provider adapter holds it.
+    type MakeDecoder = fn() -> Box<dyn wire::StreamDecoder>;
+    let decoders: [(&str, &[u8], MakeDecoder); 3] = [
+        ("openai_256", openai_256.as_bytes(), || {
+            Box::new(openai::StreamDecoder::new())
+        }),
+        ("anthropic_golden", ANTHROPIC_STREAM.as_bytes(), || {
+            Box::new(anthropic::StreamDecoder::new())
+        }),
+        ("gemini_golden", GEMINI_STREAM.as_bytes(), || {
+            Box::new(gemini::StreamDecoder::new("gemini-2.5-flash"))
+        }),
+    ];
+    for (name, body, make) in decoders {
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function(format!("decode/{name}"), |b| {
+            b.iter(|| decode_stream(&mut *make(), black_box(body)))
+        });
+    }
 
     // IR events → caller bytes.
     let encode = |enc: &mut dyn wire::StreamEncoder, events: &[StreamEvent], out: &mut BytesMut| {
