@@ -120,8 +120,11 @@ struct Ledger {
     prefix: Arc<str>,
     /// The counter names of each key and team for the current day (per scope `k`/`t`): built
     /// once a day instead of formatted on every request.
-    names: Arc<Mutex<HashMap<Arc<str>, [Option<DayNames>; 2]>>>,
+    names: Arc<Mutex<NameCache>>,
 }
+
+/// Key or team name → its counter names, per scope (`k`, `t`).
+type NameCache = HashMap<Arc<str>, [Option<DayNames>; 2]>;
 
 /// The day and month counter names of one key or team, valid until `day_ends`.
 #[derive(Debug, Clone)]
