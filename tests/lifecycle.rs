@@ -172,6 +172,55 @@ async fn configmap_and_secret_swaps_reload_and_a_bad_version_is_refused() {
     running.shutdown(Duration::from_secs(5)).await;
 }
 
+/// A file written all the time beside the config (a log in the same directory) neither wakes
+/// the watcher on every write nor keeps it from seeing the config change.
+#[tokio::test]
+async fn a_busy_config_directory_does_not_starve_reloads() {
+    let up = upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("api-key");
+    std::fs::write(&key, "key-1\n").unwrap();
+    let path = dir.path().join("switchyard.yaml");
+    std::fs::write(
+        &path,
+        config_text(&up.base_url(), &key, &[("alpha", "up/gpt-up")]),
+    )
+    .unwrap();
+    let cfg = config::load_file(&path, &Env).unwrap();
+    let running = server::start(&cfg).await.unwrap();
+    let watch = ConfigWatch::new(path.clone())
+        .unwrap()
+        .with_intervals(Duration::from_millis(50), Duration::from_secs(3600));
+    running.watch_with(watch, |_| {});
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, log) = (stop.clone(), dir.path().join("app.log"));
+        std::thread::spawn(move || {
+            use std::io::Write as _;
+            let mut f = std::fs::File::create(log).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = writeln!(f, "a log line");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    std::fs::write(
+        &path,
+        config_text(&up.base_url(), &key, &[("beta", "up/gpt-up")]),
+    )
+    .unwrap();
+    let admin = running.admin_addr;
+    eventually("the new route while the directory is busy", || async {
+        get(admin, "/config")
+            .await
+            .filter(|(_, body)| body.contains("\"beta\""))
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    running.shutdown(Duration::from_secs(5)).await;
+}
+
 /// Starts a streamed chat and reads until its first word arrived.
 async fn open_stream(data: std::net::SocketAddr) -> (hyper::body::Incoming, String) {
     let resp = post(

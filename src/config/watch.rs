@@ -9,13 +9,19 @@
 //! inotify watch), and a slow poll catches whatever the notifier missed (inotify limits,
 //! network file systems).
 //!
-//! Events arrive in bursts (a swap is several renames); a change is read only once the
-//! directory has been quiet for the debounce interval.
+//! Only events naming a watched file, or Kubernetes' `..data` / `..<timestamp>` entries, wake
+//! the watcher: a directory shared with files that change all the time (a log written beside
+//! the config) would otherwise wake it on every write and keep it from ever seeing quiet.
+//! Events arrive in bursts (a swap is several renames); a change is read once the directory
+//! has been quiet for the debounce interval, or after [`DEBOUNCE_MAX`] of a burst that does
+//! not end.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
+use std::ffi::OsString;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode};
@@ -26,6 +32,8 @@ use super::{load_file, Config, ConfigError, Env};
 
 /// How long the watched directories must be quiet before a change is read.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
+/// The longest a burst of events delays reading a change.
+pub const DEBOUNCE_MAX: Duration = Duration::from_secs(2);
 /// How often the files are compared even without an event.
 pub const POLL: Duration = Duration::from_secs(10);
 
@@ -44,6 +52,8 @@ pub struct ConfigWatch {
     watcher: RecommendedWatcher,
     events: mpsc::Receiver<()>,
     dirs: BTreeSet<PathBuf>,
+    /// File names whose events matter (the config's and its secret files').
+    names: Arc<RwLock<HashSet<OsString>>>,
     seen: u64,
     debounce: Duration,
     poll: Duration,
@@ -53,6 +63,8 @@ impl ConfigWatch {
     /// Starts watching `path`, taking its current contents as already loaded.
     pub fn new(path: PathBuf) -> Result<Self, WatchError> {
         let (tx, events) = mpsc::channel(1);
+        let names: Arc<RwLock<HashSet<OsString>>> = Arc::default();
+        let watched = names.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
             // Our own reads would otherwise wake us up forever.
@@ -60,7 +72,7 @@ impl ConfigWatch {
                 event.kind,
                 EventKind::Access(kind) if kind != AccessKind::Close(AccessMode::Write)
             );
-            if !noise {
+            if !noise && concerns(&event.paths, &watched) {
                 // One pending wake-up is enough: the reader compares contents anyway.
                 let _ = tx.try_send(());
             }
@@ -75,6 +87,7 @@ impl ConfigWatch {
             watcher,
             events,
             dirs: BTreeSet::new(),
+            names,
             debounce: DEBOUNCE,
             poll: POLL,
         };
@@ -95,10 +108,14 @@ impl ConfigWatch {
         loop {
             let woken = tokio::time::timeout(self.poll, self.events.recv()).await;
             if let Ok(Some(())) = woken {
-                // Wait for the burst to end: quiet for one debounce interval.
-                while let Ok(Some(())) =
-                    tokio::time::timeout(self.debounce, self.events.recv()).await
-                {}
+                // Wait for the burst to end: quiet for one debounce interval (bounded).
+                let give_up = tokio::time::Instant::now() + DEBOUNCE_MAX.max(self.debounce);
+                while tokio::time::Instant::now() < give_up {
+                    match tokio::time::timeout(self.debounce, self.events.recv()).await {
+                        Ok(Some(())) => {}
+                        _ => break,
+                    }
+                }
             }
             let _ = self.rewatch(false);
             let now = fingerprint(&self.path);
@@ -117,7 +134,14 @@ impl ConfigWatch {
     /// replaced since (or one that did not exist yet) is picked up.
     fn rewatch(&mut self, strict: bool) -> Result<(), WatchError> {
         let mut dirs = BTreeSet::new();
-        for file in files(&self.path) {
+        let files = files(&self.path);
+        if let Ok(mut names) = self.names.write() {
+            *names = files
+                .iter()
+                .filter_map(|f| f.file_name().map(OsString::from))
+                .collect();
+        }
+        for file in files {
             if let Some(dir) = file.parent() {
                 let dir = if dir.as_os_str().is_empty() {
                     Path::new(".")
@@ -152,6 +176,17 @@ impl ConfigWatch {
 
 /// The config file and every `file:` secret path its text mentions (comments included: a
 /// superset costs one more directory watch at most).
+/// Whether an event's paths touch a watched file: one of `names`, a Kubernetes atomic-writer
+/// entry (`..data`, `..2026_11_23_...`), or no file at all (the directory itself).
+fn concerns(paths: &[PathBuf], names: &RwLock<HashSet<OsString>>) -> bool {
+    let names = names.read().unwrap_or_else(|e| e.into_inner());
+    paths.is_empty()
+        || paths.iter().any(|p| match p.file_name() {
+            None => true,
+            Some(n) => n.as_encoded_bytes().starts_with(b"..") || names.contains(n),
+        })
+}
+
 fn files(config: &Path) -> Vec<PathBuf> {
     let mut out = vec![config.to_path_buf()];
     if let Ok(text) = std::fs::read_to_string(config) {
@@ -186,6 +221,29 @@ fn fingerprint(config: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_events_about_watched_files_matter() {
+        let names = RwLock::new(HashSet::from([
+            OsString::from("switchyard.yaml"),
+            OsString::from("openai-key"),
+        ]));
+        let p = |s: &str| vec![PathBuf::from(s)];
+        assert!(concerns(&p("/etc/sy/switchyard.yaml"), &names));
+        assert!(concerns(&p("/etc/secret/openai-key"), &names));
+        assert!(concerns(&p("/etc/sy/..data"), &names));
+        assert!(concerns(&p("/etc/sy/..2026_11_23_14_00_00.123"), &names));
+        assert!(concerns(&[], &names));
+        assert!(!concerns(&p("/etc/sy/switchyard.log"), &names));
+        assert!(!concerns(&p("/etc/sy/.switchyard.yaml.swp"), &names));
+        assert!(concerns(
+            &[
+                PathBuf::from("/tmp/x.tmp"),
+                PathBuf::from("/tmp/switchyard.yaml")
+            ],
+            &names
+        ));
+    }
 
     #[test]
     fn secret_paths_are_found_in_any_yaml_style() {
