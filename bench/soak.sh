@@ -161,12 +161,13 @@ OHA2=$!; PIDS+=("$OHA2")
 (
   while (( $(date +%s) < END )); do
     t=$(( $(date +%s) - T0 ))
-    j=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$URL" -H 'content-type: application/json' -H "authorization: Bearer $CALLER_KEY" \
+    j=$(curl -s -o "$WORK/probe-json.body" -w '%{http_code}' --max-time 5 "$URL" -H 'content-type: application/json' -H "authorization: Bearer $CALLER_KEY" \
       -d '{"model":"chat-default","messages":[{"role":"user","content":"probe"}]}' || true)
     st=$(curl -s -o "$WORK/probe.body" -w '%{http_code}' --max-time 5 "$URL" -H 'content-type: application/json' -H "authorization: Bearer $CALLER_KEY" \
       -d '{"model":"chat-stream","stream":true,"max_tokens":8,"messages":[{"role":"user","content":"probe"}]}' || true)
     err=""
-    [[ "$st" != 200 ]] && err=$(head -c 200 "$WORK/probe.body" | tr -d '\n')
+    [[ "$st" != 200 ]] && err="stream: $(head -c 200 "$WORK/probe.body" | tr -d '\n')"
+    [[ "$j" != 200 ]] && err="json: $(head -c 200 "$WORK/probe-json.body" | tr -d '\n') $err"
     echo "$t $j $st $err"
     sleep 1
   done
@@ -290,7 +291,8 @@ for line in open(os.path.join(work, "probe")):
     if j != "200": k["json_fail"] += 1
     if st != "200":
         k["stream_fail"] += 1
-        if len(parts) > 3: k["errors"].add(parts[3].strip()[:160])
+    if (st != "200" or j != "200") and len(parts) > 3:
+        k["errors"].add(parts[3].strip()[:220])
 for _, name in phases:
     if name in seen:
         k = seen[name]

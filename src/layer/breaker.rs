@@ -1,7 +1,9 @@
 //! Circuit breaker, per target: opens on consecutive failures or on a failure ratio over a
 //! sliding window; while open the target gets no traffic (its readiness fails at once, so the
 //! retry layer skips it instead of waiting); after the cool-down a few half-open probes
-//! decide. A 429 with `Retry-After` ejects the target until that time.
+//! decide. A 429 with `Retry-After` ejects the target until that time; a 429 without one is
+//! flow control, not ill health, and counts as an answer (a provider throttling one request
+//! in three must not have its circuit opened and all of its traffic refused).
 //!
 //! The state is published in the target's `TargetStats` for balancers, the admin plane and
 //! metrics. The decision logic ([`Logic`]) takes the time as an argument, so it is tested
@@ -35,6 +37,7 @@ impl Outcome {
             Ok(_) => Outcome::Success,
             Err(e) => match (e.kind, e.retry_after) {
                 (ErrorKind::RateLimited, Some(d)) => Outcome::Eject(d),
+                (ErrorKind::RateLimited, None) => Outcome::Success,
                 _ if e.is_retryable() => Outcome::Failure,
                 _ => Outcome::Success,
             },
@@ -447,6 +450,31 @@ mod tests {
             b.admit(t2 + Duration::from_secs(4)).is_err(),
             "a failed probe restarts the cool-down"
         );
+    }
+
+    #[test]
+    fn a_429_without_retry_after_is_not_a_failure() {
+        let mut limited = Error::new(ErrorKind::RateLimited, "slow down");
+        assert_eq!(Outcome::of(&Err(limited.clone())), Outcome::Success);
+        limited.retry_after = Some(Duration::from_secs(1));
+        assert_eq!(
+            Outcome::of(&Err(limited)),
+            Outcome::Eject(Duration::from_secs(1))
+        );
+        // One in three throttled, for long: the circuit stays closed.
+        let t0 = Instant::now();
+        let mut b = Logic::new(cfg(), t0);
+        let throttled = Outcome::of(&Err(Error::new(ErrorKind::RateLimited, "429")));
+        for i in 0..300u64 {
+            let now = t0 + Duration::from_millis(10 * i);
+            let o = if i % 3 == 0 {
+                throttled
+            } else {
+                Outcome::Success
+            };
+            b.record(o, false, now);
+        }
+        assert_eq!(b.state(), CircuitState::Closed);
     }
 
     #[test]
