@@ -64,6 +64,9 @@ enum Command {
         /// Added latency per request, in milliseconds.
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
+        /// Pause between stream events, in milliseconds (long-lived streams for load runs).
+        #[arg(long, default_value_t = 0)]
+        token_interval_ms: u64,
     },
     /// Serve the Kubernetes sidecar-injection webhook (HTTPS `POST /mutate`, `GET /healthz`).
     Inject(Box<InjectArgs>),
@@ -228,6 +231,7 @@ fn main() -> ExitCode {
                 fail_every,
                 retry_after,
                 latency_ms,
+                token_interval_ms,
             } => {
                 switchyard::telemetry::logs::init();
                 let addr = SocketAddr::new(host, port);
@@ -237,6 +241,7 @@ fn main() -> ExitCode {
                     every: fail_every,
                     retry_after_secs: retry_after,
                     latency_ms,
+                    token_interval_ms,
                     ..Default::default()
                 };
                 match server::serve_mock(addr, admin, faults).await {

@@ -647,7 +647,8 @@ fn routes_json(routes: &crate::route::Routes) -> serde_json::Value {
     serde_json::json!({ "routes": list })
 }
 
-/// `status=503&every=2&count=3&latency_ms=100&retry_after_secs=2&stall_after_events=3`
+/// `status=503&every=2&count=3&latency_ms=100&retry_after_secs=2&stall_after_events=3`,
+/// `token_interval_ms=200`
 fn parse_faults(query: &str) -> Result<crate::provider::mock::Faults, crate::ir::Error> {
     let mut map = serde_json::Map::new();
     for kv in query.split('&').filter(|kv| !kv.is_empty()) {
