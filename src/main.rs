@@ -197,6 +197,7 @@ fn main() -> ExitCode {
                 overrides(&mut cfg);
                 // Inside the runtime: trace export runs on it.
                 let traces = switchyard::telemetry::init(&cfg.telemetry);
+                server::raise_open_files_limit();
                 let code = serve(cfg, config, overrides).await;
                 if let Some(t) = traces {
                     t.shutdown(std::time::Duration::from_secs(5)).await;
@@ -234,6 +235,7 @@ fn main() -> ExitCode {
                 token_interval_ms,
             } => {
                 switchyard::telemetry::logs::init();
+                server::raise_open_files_limit();
                 let addr = SocketAddr::new(host, port);
                 let admin = SocketAddr::new(host, admin_port);
                 let faults = switchyard::provider::mock::Faults {

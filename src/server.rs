@@ -507,6 +507,17 @@ impl Default for Signals {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit, as servers commonly do at start, and
+/// logs the limit in force. Each held stream takes two descriptors (the caller's connection and
+/// the upstream's), and container runtimes often start processes at a soft limit of 1,024
+/// under a far higher hard limit: 1,000 streams would not fit.
+pub fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::info!(limit = n, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
+}
+
 /// Runs the mock provider alone as an upstream on `addr` (OpenAI format at `/v1/...`,
 /// Anthropic format at `/v1/messages`) until a signal. Its admin plane (`admin`, ephemeral
 /// when port 0) takes `POST /mock/faults?...` to inject faults at run time.
