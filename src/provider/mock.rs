@@ -557,22 +557,27 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn streams_can_fail_mid_way() {
+    #[tokio::test(start_paused = true)]
+    async fn streams_can_fail_mid_way_paced_or_not() {
         use futures_util::StreamExt;
-        let m = Mock::default();
-        m.set_faults(Faults {
-            fail_after_events: Some(2),
-            ..Faults::default()
-        });
-        let mut req = chat("lorem", "x");
-        req.stream = true;
-        let Ok(ReplyBody::Stream(s)) = m.call(&Operation::Chat(req), "lorem").await else {
-            panic!()
-        };
-        let items: Vec<_> = s.collect().await;
-        assert_eq!(items.len(), 3);
-        assert!(items[2].is_err());
+        for interval_ms in [0, 50] {
+            let m = Mock::default();
+            m.set_faults(Faults {
+                fail_after_events: Some(2),
+                token_interval_ms: interval_ms,
+                ..Faults::default()
+            });
+            let mut req = chat("lorem", "x");
+            req.stream = true;
+            let Ok(ReplyBody::Stream(s)) = m.call(&Operation::Chat(req), "lorem").await else {
+                panic!()
+            };
+            let t0 = tokio::time::Instant::now();
+            let items: Vec<_> = s.collect().await;
+            assert_eq!(items.len(), 3);
+            assert!(items[2].is_err());
+            assert!(t0.elapsed() >= std::time::Duration::from_millis(2 * interval_ms));
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -613,27 +618,6 @@ mod tests {
         let t1 = Instant::now();
         assert_eq!(unpaced.collect::<Vec<_>>().await.len(), 8);
         assert_eq!(t1.elapsed(), Duration::ZERO);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn paced_streams_still_fail_mid_way() {
-        use futures_util::StreamExt;
-        let m = Mock::default();
-        m.set_faults(Faults {
-            token_interval_ms: 50,
-            fail_after_events: Some(2),
-            ..Faults::default()
-        });
-        let mut req = chat("lorem", "x");
-        req.stream = true;
-        let Ok(ReplyBody::Stream(s)) = m.call(&Operation::Chat(req), "lorem").await else {
-            panic!()
-        };
-        let t0 = tokio::time::Instant::now();
-        let items: Vec<_> = s.collect().await;
-        assert_eq!(items.len(), 3);
-        assert!(items[2].is_err());
-        assert!(t0.elapsed() >= std::time::Duration::from_millis(100));
     }
 
     #[test]
