@@ -123,15 +123,16 @@ log "a reply of $MAX_TOKENS words is $EXPECT SSE events (~$(( MAX_TOKENS * TOKEN
 # --- sampler -------------------------------------------------------------------------------------
 CLK_TCK=$(getconf CLK_TCK)
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
-sample() { # PHASE: one line: phase t rss_kib hwm_kib fds threads sy_ticks mock_ticks client_ticks client-status
-  local st rss hwm thr fds cl
+sample() { # PHASE: one line: phase t rss_kib hwm_kib fds threads sy_ticks mock_ticks client_ticks client-status anon_kib
+  local st rss hwm thr fds cl anon
   st=$(cat "/proc/$SY_PID/status" 2>/dev/null) || die "switchyard (pid $SY_PID) is gone"
   rss=$(awk '$1 == "VmRSS:" { print $2 }' <<<"$st")
   hwm=$(awk '$1 == "VmHWM:" { print $2 }' <<<"$st")
   thr=$(awk '$1 == "Threads:" { print $2 }' <<<"$st")
+  anon=$(awk '$1 == "RssAnon:" { print $2 }' <<<"$st")
   fds=$(find "/proc/$SY_PID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
   cl=$(cat "$WORK/client.status" 2>/dev/null || echo "0 0 0 0")
-  echo "$1 $(( $(date +%s) - T0 )) $rss $hwm $fds $thr $(ticks "$SY_PID") $(ticks "$MOCK_PID") $(ticks "${CLIENT_PID:-0}") $cl"
+  echo "$1 $(( $(date +%s) - T0 )) $rss $hwm $fds $thr $(ticks "$SY_PID") $(ticks "$MOCK_PID") $(ticks "${CLIENT_PID:-0}") $cl $anon"
 }
 T0=$(date +%s)
 for _ in 1 2 3; do sample idle-before >>"$WORK/samples"; sleep 1; done
@@ -191,12 +192,12 @@ print(f"Machine: {os.cpu_count()} cores, {cpu_model}, Linux {platform.release()}
       f"streams one word per {token_ms} ms; each request asks for {max_tokens} words "
       f"({expect} SSE events, ~{int(max_tokens) * int(token_ms) // 1000} s). The client "
       f"(`bench/streams_client.py`, nice 5) keeps {n} streams open, restarting each as it ends.\n")
-print("| phase | t (s) | RSS MiB | HWM MiB | fds | threads | switchyard CPU % | mock CPU % | client CPU % | streams open | completed | errors |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| phase | t (s) | RSS MiB | anon MiB | HWM MiB | fds | threads | switchyard CPU % | mock CPU % | client CPU % | streams open | completed | errors |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for i, r in enumerate(rows):
     c = [cpu_pct(i, k) for k in (6, 7, 8)]
     f = lambda v: "" if v is None else f"{v:.0f}"
-    print(f"| {r[0]} | {r[1]} | {mib(r[2]):.1f} | {mib(r[3]):.1f} | {r[4]} | {r[5]} | {f(c[0])} | {f(c[1])} | {f(c[2])} | {r[9]} | {r[10]} | {r[11]} |")
+    print(f"| {r[0]} | {r[1]} | {mib(r[2]):.1f} | {mib(r[13]):.1f} | {mib(r[3]):.1f} | {r[4]} | {r[5]} | {f(c[0])} | {f(c[1])} | {f(c[2])} | {r[9]} | {r[10]} | {r[11]} |")
 idle_before = [r for r in rows if r[0] == "idle-before"]
 load = [r for r in rows if r[0] == "load"]
 after = [r for r in rows if r[0] == "idle-after"]
@@ -235,7 +236,8 @@ print("\n## Verdict\n")
 for v in verdict: print(f"- {v}")
 print("\nCPU % is of one core, over the interval since the previous sample. `fds` counts "
       "/proc/PID/fd: listeners, the caller connections and the pooled upstream connections "
-      "(kept up to 90 s idle).")
+      "(kept up to 90 s idle). `anon` is `RssAnon`: the RSS less the pages of the binary and "
+      "libraries mapped from files.")
 EOF
 cat "$REPORT"
 log "report: $REPORT"
