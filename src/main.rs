@@ -64,6 +64,9 @@ enum Command {
         /// Added latency per request, in milliseconds.
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
+        /// Pause between stream events, in milliseconds (long-lived streams for load runs).
+        #[arg(long, default_value_t = 0)]
+        token_interval_ms: u64,
     },
     /// Serve the Kubernetes sidecar-injection webhook (HTTPS `POST /mutate`, `GET /healthz`).
     Inject(Box<InjectArgs>),
@@ -194,6 +197,7 @@ fn main() -> ExitCode {
                 overrides(&mut cfg);
                 // Inside the runtime: trace export runs on it.
                 let traces = switchyard::telemetry::init(&cfg.telemetry);
+                server::raise_open_files_limit();
                 let code = serve(cfg, config, overrides).await;
                 if let Some(t) = traces {
                     t.shutdown(std::time::Duration::from_secs(5)).await;
@@ -228,8 +232,10 @@ fn main() -> ExitCode {
                 fail_every,
                 retry_after,
                 latency_ms,
+                token_interval_ms,
             } => {
                 switchyard::telemetry::logs::init();
+                server::raise_open_files_limit();
                 let addr = SocketAddr::new(host, port);
                 let admin = SocketAddr::new(host, admin_port);
                 let faults = switchyard::provider::mock::Faults {
@@ -237,6 +243,7 @@ fn main() -> ExitCode {
                     every: fail_every,
                     retry_after_secs: retry_after,
                     latency_ms,
+                    token_interval_ms,
                     ..Default::default()
                 };
                 match server::serve_mock(addr, admin, faults).await {

@@ -468,3 +468,37 @@ async fn every_target_failing_lists_each_attempt_in_the_callers_format() {
     assert_eq!(r.json()["type"], "error");
     assert_eq!(r.json()["error"]["type"], "overloaded_error");
 }
+
+#[tokio::test]
+async fn a_paced_mock_stream_lasts_at_least_its_intervals_through_the_gateway() {
+    let up = Upstream::start().await;
+    let c = client();
+    // Set at run time through the mock's admin plane, as bench/streams.sh does.
+    let set = request(
+        &c,
+        "POST",
+        format!(
+            "http://{}/mock/faults?token_interval_ms=40",
+            up.running.admin_addr
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(set.status, 200, "{:?}", set.body);
+    assert_eq!(up.with_mock(|m| m.faults().token_interval_ms), 40);
+    let yaml =
+        providers_yaml(&[("a", &up)], "{}") + "models:\n  - name: chat\n    targets: [a/lorem]\n";
+    let gw = gateway(&yaml).await;
+    let t0 = std::time::Instant::now();
+    let r = chat(&c, &gw, "chat", true).await;
+    let took = t0.elapsed();
+    assert_eq!(r.status, 200);
+    let text = std::str::from_utf8(&r.body).unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert_eq!(text.matches("\"content\":\"").count(), 9, "{text}");
+    // Start, 8 words, finish, usage: 10 pauses of 40 ms at the mock. (A lower bound only.)
+    assert!(
+        took >= std::time::Duration::from_millis(400),
+        "took {took:?}"
+    );
+}

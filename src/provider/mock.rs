@@ -5,7 +5,8 @@
 //! - `echo`: replies with the last user message. With tools offered (and `tool_choice` not
 //!   `none`) it calls the chosen (or first) tool, arguments filled from its schema; after a
 //!   tool result it reports that result. With a JSON `response_format` it answers JSON.
-//! - `lorem`: streams `max_tokens` (default 16) words of lorem ipsum.
+//! - `lorem`: streams `max_tokens` (default 16) words of lorem ipsum, one event per word
+//!   (paced by the `token_interval_ms` fault, for long-lived streams in load runs).
 //! - any model, for embeddings: a deterministic unit vector per input (`dimensions`, default
 //!   16).
 
@@ -16,8 +17,8 @@ use serde_json::{json, Map, Value};
 
 use crate::ir::{
     ChatReply, ChatRequest, Choice, Embedding, EmbeddingsReply, EmbeddingsRequest, Error,
-    ErrorKind, FinishReason, Message, Operation, ReplyBody, ResponseFormat, Role, StreamEvent,
-    ToolCall, ToolChoice, Usage,
+    ErrorKind, EventStream, FinishReason, Message, Operation, ReplyBody, ResponseFormat, Role,
+    StreamEvent, ToolCall, ToolChoice, Usage,
 };
 
 const LOREM: &[&str] = &[
@@ -64,6 +65,11 @@ pub struct Faults {
     pub stall_after_events: Option<usize>,
     /// Streams fail with an error event after this many events.
     pub fail_after_events: Option<usize>,
+    /// Pause between stream events, in milliseconds (the first event is not delayed): paces a
+    /// stream like a slow model, so a `lorem` reply of `max_tokens` words lasts about
+    /// `max_tokens × token_interval_ms`. Taken when a request starts; a change affects only
+    /// later requests.
+    pub token_interval_ms: u64,
 }
 
 /// The mock provider.
@@ -145,18 +151,21 @@ impl Mock {
                 let answer = answer(req, model)?;
                 let id = format!("chatcmpl-mock{n}");
                 if req.stream {
+                    let interval = std::time::Duration::from_millis(faults.token_interval_ms);
                     let events = stream_events(id, model, answer);
                     let cut = faults.stall_after_events.or(faults.fail_after_events);
                     let Some(cut) = cut.filter(|c| *c < events.len()) else {
-                        return Ok(ReplyBody::Stream(Box::pin(futures_util::stream::iter(
-                            events.into_iter().map(Ok),
-                        ))));
+                        return Ok(ReplyBody::Stream(paced(
+                            Box::pin(futures_util::stream::iter(events.into_iter().map(Ok))),
+                            interval,
+                        )));
                     };
                     let head = futures_util::stream::iter(events.into_iter().take(cut).map(Ok));
                     use futures_util::StreamExt as _;
                     if faults.stall_after_events.is_some() {
-                        Ok(ReplyBody::Stream(Box::pin(
-                            head.chain(futures_util::stream::pending()),
+                        Ok(ReplyBody::Stream(paced(
+                            Box::pin(head.chain(futures_util::stream::pending())),
+                            interval,
                         )))
                     } else {
                         let fail = Error::new(
@@ -164,9 +173,12 @@ impl Mock {
                             "mock fault: stream failed mid-way",
                         )
                         .with_status(500);
-                        Ok(ReplyBody::Stream(Box::pin(head.chain(
-                            futures_util::stream::once(async move { Err(fail) }),
-                        ))))
+                        Ok(ReplyBody::Stream(paced(
+                            Box::pin(
+                                head.chain(futures_util::stream::once(async move { Err(fail) })),
+                            ),
+                            interval,
+                        )))
                     }
                 } else {
                     Ok(ReplyBody::Chat(reply(id, model, answer)))
@@ -179,6 +191,21 @@ impl Mock {
             )),
         }
     }
+}
+
+/// Waits `interval` before every item of `events` but the first (none when zero). Each
+/// stream owns its own timer: nothing is shared or locked while it waits.
+fn paced(events: EventStream, interval: std::time::Duration) -> EventStream {
+    use futures_util::StreamExt as _;
+    if interval.is_zero() {
+        return events;
+    }
+    Box::pin(events.enumerate().then(move |(i, item)| async move {
+        if i > 0 {
+            tokio::time::sleep(interval).await;
+        }
+        item
+    }))
 }
 
 fn answer(req: &ChatRequest, model: &str) -> Result<Answer, Error> {
@@ -530,22 +557,67 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn streams_can_fail_mid_way() {
+    #[tokio::test(start_paused = true)]
+    async fn streams_can_fail_mid_way_paced_or_not() {
         use futures_util::StreamExt;
+        for interval_ms in [0, 50] {
+            let m = Mock::default();
+            m.set_faults(Faults {
+                fail_after_events: Some(2),
+                token_interval_ms: interval_ms,
+                ..Faults::default()
+            });
+            let mut req = chat("lorem", "x");
+            req.stream = true;
+            let Ok(ReplyBody::Stream(s)) = m.call(&Operation::Chat(req), "lorem").await else {
+                panic!()
+            };
+            let t0 = tokio::time::Instant::now();
+            let items: Vec<_> = s.collect().await;
+            assert_eq!(items.len(), 3);
+            assert!(items[2].is_err());
+            assert!(t0.elapsed() >= std::time::Duration::from_millis(2 * interval_ms));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paced_streams_space_their_events_and_keep_the_pace_they_started_with() {
+        use futures_util::StreamExt;
+        use tokio::time::{Duration, Instant};
         let m = Mock::default();
         m.set_faults(Faults {
-            fail_after_events: Some(2),
+            token_interval_ms: 100,
             ..Faults::default()
         });
         let mut req = chat("lorem", "x");
         req.stream = true;
-        let Ok(ReplyBody::Stream(s)) = m.call(&Operation::Chat(req), "lorem").await else {
+        req.max_tokens = Some(5);
+        let op = Operation::Chat(req);
+        let Ok(ReplyBody::Stream(mut paced)) = m.call(&op, "lorem").await else {
             panic!()
         };
-        let items: Vec<_> = s.collect().await;
-        assert_eq!(items.len(), 3);
-        assert!(items[2].is_err());
+        // Cleared while the first stream runs: only later requests go unpaced.
+        m.set_faults(Faults::default());
+        let t0 = Instant::now();
+        let mut at = Vec::new();
+        while let Some(item) = paced.next().await {
+            assert!(item.is_ok());
+            at.push(t0.elapsed());
+        }
+        // Start, 5 words, finish, usage.
+        assert_eq!(at.len(), 8);
+        assert_eq!(at[0], Duration::ZERO, "the first event is not delayed");
+        for w in at.windows(2) {
+            assert!(w[1] - w[0] >= Duration::from_millis(100), "{at:?}");
+        }
+        assert!(at[7] >= Duration::from_millis(700), "{at:?}");
+
+        let Ok(ReplyBody::Stream(unpaced)) = m.call(&op, "lorem").await else {
+            panic!()
+        };
+        let t1 = Instant::now();
+        assert_eq!(unpaced.collect::<Vec<_>>().await.len(), 8);
+        assert_eq!(t1.elapsed(), Duration::ZERO);
     }
 
     #[test]

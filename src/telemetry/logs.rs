@@ -55,8 +55,11 @@ where
         filter_fn(|meta| !(meta.is_span() && meta.target() == super::trace::TARGET));
     // Lines are written by a background thread: a request never waits on a stderr write
     // (a blocking syscall per line otherwise). Bounded and lossy under a log flood; losses
-    // are the writer's, never the request's.
+    // are the writer's, never the request's. The queue's slots are allocated and touched up
+    // front: the default 128,000 lines cost 4 MiB of resident memory at idle; 8,192 (≈ 8 s
+    // of access lines at 1,000 req/s with stderr stalled) cost 0.3 MiB.
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(8192)
         .lossy(true)
         .finish(std::io::stderr());
     if let Ok(mut g) = GUARD.lock() {
