@@ -360,9 +360,10 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// Input plus output.
+    /// Input plus output. Saturating: the counts are the upstream's, and an absurd pair must
+    /// not overflow (a panic in debug builds, a small wrapped total in release).
     pub fn total(&self) -> u64 {
-        self.input_tokens + self.output_tokens
+        self.input_tokens.saturating_add(self.output_tokens)
     }
 }
 
