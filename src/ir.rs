@@ -16,6 +16,11 @@ use std::time::{Duration, Instant};
 use futures_util::Stream;
 use serde_json::{Map, Value};
 
+/// Longest `Retry-After` honoured, however an upstream says it (a header, Gemini's
+/// `RetryInfo`): one asking for more is taken at its word up to here (a day), so absurd values
+/// cannot overflow a `Duration` or an `Instant`, nor eject a target for years.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// A wire format: the API a caller speaks, or the API an upstream speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
@@ -360,9 +365,10 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// Input plus output.
+    /// Input plus output. Saturating: the counts are the upstream's, and an absurd pair must
+    /// not overflow (a panic in debug builds, a small wrapped total in release).
     pub fn total(&self) -> u64 {
-        self.input_tokens + self.output_tokens
+        self.input_tokens.saturating_add(self.output_tokens)
     }
 }
 
@@ -622,7 +628,7 @@ pub struct Error {
     pub message: String,
     /// Which provider failed, if any.
     pub provider: Option<Arc<str>>,
-    /// When the caller may retry.
+    /// When the caller may retry; at most [`MAX_RETRY_AFTER`].
     pub retry_after: Option<Duration>,
     /// Offending parameter, when known (OpenAI `param`).
     pub param: Option<String>,

@@ -1,6 +1,11 @@
-//! `POST /v1/embeddings` bodies: decode, then encode for OpenAI and Gemini upstreams.
+//! `POST /v1/embeddings` bodies: decode, then encode for OpenAI and Gemini upstreams (JSON with
+//! no key written twice).
 #![no_main]
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::assert_json_without_duplicate_keys as no_dups;
 use libfuzzer_sys::fuzz_target;
 use switchyard::wire::{gemini, openai};
 
@@ -13,9 +18,9 @@ fuzz_target!(|data: &[u8]| {
         ),
         Ok(req) => {
             let body = openai::encode_embeddings_request(&req, "m");
-            serde_json::from_slice::<serde_json::Value>(&body).expect("openai request is JSON");
+            no_dups("openai request", &body);
             if let Ok(body) = gemini::encode_embeddings(&req, "m") {
-                serde_json::from_slice::<serde_json::Value>(&body).expect("gemini request is JSON");
+                no_dups("gemini request", &body);
             }
         }
     }

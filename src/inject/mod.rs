@@ -224,6 +224,12 @@ pub fn decide(pod: &Value, namespace: Option<&str>, settings: &Settings) -> Deci
     if ns.is_some() && ns == settings.namespace.as_deref() {
         return Decision::Skip("in the webhook's own namespace");
     }
+    // The patch adds under `/spec`; without one it would not apply, and the API server
+    // refuses a pod whose patch fails (whatever the failurePolicy). Not a pod we can read:
+    // allowed unchanged.
+    if !pod.get("spec").is_some_and(Value::is_object) {
+        return Decision::Skip("no pod spec");
+    }
     if annotation("status").is_some() || sidecar::has_container(pod, CONTAINER) {
         return Decision::Skip("already injected");
     }

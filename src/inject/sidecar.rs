@@ -132,7 +132,9 @@ pub(crate) fn patch(pod: &Value, settings: &Settings, o: &Options) -> Vec<Value>
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default();
-    for (i, c) in containers.iter().enumerate() {
+    // A container that is not an object has no `env` to add to (the API server will refuse
+    // the pod anyway); a patch op on it would fail the whole patch.
+    for (i, c) in containers.iter().enumerate().filter(|(_, c)| c.is_object()) {
         let set: Vec<&str> = c
             .get("env")
             .and_then(Value::as_array)

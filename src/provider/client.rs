@@ -117,9 +117,7 @@ pub async fn read_body(body: Incoming, deadline: Duration) -> Result<Bytes, Erro
     }
 }
 
-/// Longest `Retry-After` honoured: an upstream asking for more is taken at its word up to
-/// here (a day), so absurd values cannot overflow a `Duration` or an `Instant`.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+pub use crate::ir::MAX_RETRY_AFTER;
 
 /// Parses `Retry-After` (seconds or an HTTP date is not needed by any provider we speak to)
 /// and OpenAI's `retry-after-ms`, capped at [`MAX_RETRY_AFTER`].

@@ -1007,7 +1007,11 @@ impl WireUsage {
 
     fn to_ir(self) -> ir::Usage {
         ir::Usage {
-            input_tokens: self.input + self.cache_read + self.cache_write,
+            // Saturating: the counts are the upstream's (see `ir::Usage::total`).
+            input_tokens: self
+                .input
+                .saturating_add(self.cache_read)
+                .saturating_add(self.cache_write),
             output_tokens: self.output,
             cached_input_tokens: self.cache_read,
             cache_write_tokens: self.cache_write,

@@ -779,12 +779,14 @@ fn retry_delay(err: &ErrorBody) -> Option<Duration> {
         .find_map(|d| parse_duration(d.get("retryDelay")?.as_str()?))
 }
 
+/// Capped at [`ir::MAX_RETRY_AFTER`], as a `Retry-After` header is.
 fn parse_duration(s: &str) -> Option<Duration> {
     let secs: f64 = s.strip_suffix('s')?.parse().ok()?;
     if !secs.is_finite() || secs < 0.0 {
         return None;
     }
-    Duration::try_from_secs_f64(secs).ok()
+    let delay = Duration::try_from_secs_f64(secs).ok()?;
+    Some(delay.min(ir::MAX_RETRY_AFTER))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -699,6 +699,9 @@ fn rate_limit_retry_after_from_retry_info() {
     for bad in ["30", "-1s", "NaNs", "1e300s", ""] {
         assert_eq!(parse_duration(bad), None, "{bad}");
     }
+    // A delay a `Duration` can hold but no retry should wait is capped, as a
+    // `Retry-After` header is.
+    assert_eq!(parse_duration("1e19s"), Some(crate::ir::MAX_RETRY_AFTER));
 }
 
 #[test]
