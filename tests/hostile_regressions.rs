@@ -27,9 +27,27 @@ impl Strings for NoEnv {
 /// Every decoder the outside world feeds, on one input, and the caller-side encoders on what
 /// decodes.
 fn all_decoders(data: &[u8]) {
-    let _ = openai::decode_chat_request(data);
+    let requests = [
+        openai::decode_chat_request(data),
+        anthropic::decode_request(data),
+    ];
+    for req in requests.iter().flatten() {
+        // What goes upstream is a request the upstream can take: for Anthropic, one our own
+        // decoder (which follows Anthropic's rules) accepts; for Gemini, one with contents.
+        if let Ok(body) = anthropic::encode_request(req, "m", 1024) {
+            if let Err(e) = anthropic::decode_request(&body) {
+                panic!("Anthropic request refused: {}", e.message);
+            }
+        }
+        if let Ok(body) = gemini::encode_request(req) {
+            let v: Value = serde_json::from_slice(&body).expect("JSON");
+            assert!(
+                v["contents"].as_array().is_some_and(|c| !c.is_empty()),
+                "Gemini request without contents"
+            );
+        }
+    }
     let _ = openai::decode_embeddings_request(data);
-    let _ = anthropic::decode_request(data);
     let replies = [
         openai::decode_chat_reply(data),
         anthropic::decode_reply(data),

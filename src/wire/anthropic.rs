@@ -577,6 +577,16 @@ pub fn encode_request(
             json!({"role": t.role, "content": content})
         })
         .collect();
+    if messages.is_empty() {
+        // Empty text and unmodelled parts are dropped on the way (Anthropic refuses empty
+        // blocks); with nothing left, Anthropic would refuse an empty `messages` anyway. Say
+        // why here instead of spending an upstream call on it.
+        return Err(invalid(
+            "no message has content an Anthropic model can read (only system text, or empty \
+             messages)",
+            "messages",
+        ));
+    }
     body.insert("messages".into(), Value::Array(messages));
 
     encode_tools(req, same_format, &mut body);

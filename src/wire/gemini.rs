@@ -127,6 +127,15 @@ pub fn encode_request(req: &ir::ChatRequest) -> Result<Vec<u8>, ir::Error> {
         }
     }
 
+    if contents.is_empty() {
+        // Gemini refuses a request without contents; say why here instead of spending an
+        // upstream call on it.
+        return Err(ir::Error::invalid(
+            "no message has content a Gemini model can read (only system text, or empty \
+             messages)",
+        )
+        .with_param("messages"));
+    }
     let body = Request {
         contents,
         system_instruction: (!system.is_empty()).then_some(Content {
