@@ -1,7 +1,8 @@
 //! `POST /v1/chat/completions` bodies: the caller's bytes → IR, then IR → every upstream
 //! format. A decode error must be a 4xx; an encoded request must be JSON with no key written
-//! twice; and for an OpenAI-format upstream the request survives the trip: what the upstream
-//! decodes is what the caller sent.
+//! twice; for an OpenAI-format upstream the request survives the trip (what the upstream
+//! decodes is what the caller sent); an Anthropic request is one our Anthropic decoder accepts
+//! and a Gemini request has contents.
 #![no_main]
 
 #[path = "common/mod.rs"]
@@ -9,6 +10,7 @@ mod common;
 
 use common::{assert_json_without_duplicate_keys as no_dups, close};
 use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
 use switchyard::wire::{anthropic, gemini, openai};
 
 fuzz_target!(|data: &[u8]| {
@@ -47,9 +49,16 @@ fuzz_target!(|data: &[u8]| {
             no_dups("openai request", &body);
             if let Ok(body) = anthropic::encode_request(&req, "m", 1024) {
                 no_dups("anthropic request", &body);
+                // Our Anthropic decoder follows Anthropic's rules: what we send, it accepts.
+                if let Err(e) = anthropic::decode_request(&body) {
+                    panic!("Anthropic would refuse it: {}", e.message);
+                }
             }
             if let Ok(body) = gemini::encode_request(&req) {
                 no_dups("gemini request", &body);
+                let v: Value = serde_json::from_slice(&body).expect("JSON");
+                let contents = v["contents"].as_array().map_or(0, Vec::len);
+                assert!(contents > 0, "a Gemini request without contents");
             }
             let _ = req.estimate_input_tokens();
         }
