@@ -120,6 +120,20 @@ fn admission_review(data: &[u8]) {
 fn replay(target: &str, data: &[u8]) {
     match target {
         "admission_review" => admission_review(data),
+        "anthropic_request" => {
+            // Anthropic to Anthropic: the caller's unknown fields arrive as sent.
+            let Ok(req) = anthropic::decode_request(data) else {
+                return;
+            };
+            let Ok(body) = anthropic::encode_request(&req, &req.model, 1024) else {
+                return;
+            };
+            let again = anthropic::decode_request(&body).expect("our own request decodes");
+            assert_eq!(again.extra, req.extra, "extra");
+            for (a, b) in again.messages.iter().zip(&req.messages) {
+                assert_eq!(a.extra, b.extra, "a message's extra");
+            }
+        }
         "surface" => {
             let rest = data.get(1..).unwrap_or_default();
             let (n, rest) = rest.split_first().map_or((0, rest), |(n, r)| (*n, r));

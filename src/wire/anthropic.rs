@@ -168,6 +168,15 @@ pub fn decode_request(body: &[u8]) -> Result<ir::ChatRequest, ir::Error> {
         }
     }
 
+    // `extra` also holds this codec's own bookkeeping; a caller's field of that name would be
+    // read as it (merged into tools) or dropped. Not a Messages API field: Anthropic would
+    // refuse it too.
+    if obj.contains_key(TOOL_EXTRA) {
+        return Err(invalid(
+            format!("`{TOOL_EXTRA}` is not a Messages API field"),
+            TOOL_EXTRA,
+        ));
+    }
     for (k, v) in obj {
         req.extra.insert(k, v);
     }
@@ -262,6 +271,13 @@ fn decode_message(i: usize, m: Value, out: &mut Vec<Message>) -> Result<(), ir::
                 extras.push(extra);
             }
         }
+    }
+    // As `tool_extra` at the top level: the name of this codec's own bookkeeping.
+    if obj.contains_key(CONTENT_EXTRA) {
+        return Err(invalid(
+            format!("`{CONTENT_EXTRA}` is not a message field"),
+            format!("{param}.{CONTENT_EXTRA}"),
+        ));
     }
     set_content_extra(&mut msg, extras);
     for (k, v) in obj {
