@@ -277,42 +277,36 @@ enum V<'a> {
 }
 
 impl AccessLine<'_> {
+    /// Calls `f` with each field that has a value, in the line's order.
     fn fields(&self, mut f: impl FnMut(&str, V<'_>)) {
-        let opt_s = |f: &mut dyn FnMut(&str, V<'_>), k, v: Option<&str>| {
+        let all: [(&str, Option<V<'_>>); 21] = [
+            ("request_id", Some(V::S(self.request_id))),
+            ("operation", Some(V::S(self.operation))),
+            ("route", Some(V::S(self.route))),
+            ("provider", Some(V::S(self.provider))),
+            ("model", Some(V::S(self.model))),
+            ("team", Some(V::S(self.team))),
+            ("key", self.key.map(V::S)),
+            ("attempts", Some(V::U(u64::from(self.attempts)))),
+            ("status", Some(V::U(u64::from(self.status)))),
+            ("error", self.error.map(V::S)),
+            ("stream", Some(V::B(self.stream))),
+            ("latency_ms", Some(V::F(self.latency_ms))),
+            ("ttft_ms", self.ttft_ms.map(V::F)),
+            ("input_tokens", self.input_tokens.map(V::U)),
+            ("output_tokens", self.output_tokens.map(V::U)),
+            ("cached_tokens", self.cached_tokens.map(V::U)),
+            ("usage_estimated", Some(V::B(self.usage_estimated))),
+            ("cost_usd", self.cost_usd.map(V::F)),
+            ("trace_id", self.trace_id.map(V::S)),
+            ("prompt", self.prompt.map(V::S)),
+            ("completion", self.completion.map(V::S)),
+        ];
+        for (k, v) in all {
             if let Some(v) = v {
-                f(k, V::S(v));
+                f(k, v);
             }
-        };
-        let opt_u = |f: &mut dyn FnMut(&str, V<'_>), k, v: Option<u64>| {
-            if let Some(v) = v {
-                f(k, V::U(v));
-            }
-        };
-        f("request_id", V::S(self.request_id));
-        f("operation", V::S(self.operation));
-        f("route", V::S(self.route));
-        f("provider", V::S(self.provider));
-        f("model", V::S(self.model));
-        f("team", V::S(self.team));
-        opt_s(&mut f, "key", self.key);
-        f("attempts", V::U(u64::from(self.attempts)));
-        f("status", V::U(u64::from(self.status)));
-        opt_s(&mut f, "error", self.error);
-        f("stream", V::B(self.stream));
-        f("latency_ms", V::F(self.latency_ms));
-        if let Some(t) = self.ttft_ms {
-            f("ttft_ms", V::F(t));
         }
-        opt_u(&mut f, "input_tokens", self.input_tokens);
-        opt_u(&mut f, "output_tokens", self.output_tokens);
-        opt_u(&mut f, "cached_tokens", self.cached_tokens);
-        f("usage_estimated", V::B(self.usage_estimated));
-        if let Some(c) = self.cost_usd {
-            f("cost_usd", V::F(c));
-        }
-        opt_s(&mut f, "trace_id", self.trace_id);
-        opt_s(&mut f, "prompt", self.prompt);
-        opt_s(&mut f, "completion", self.completion);
     }
 
     /// The shape `tracing-subscriber`'s flattened JSON gives every other event.
