@@ -160,6 +160,32 @@ fn load(path: Option<&PathBuf>) -> Result<Config, String> {
     }
 }
 
+/// Gives freed heap back to the system after a burst: glibc keeps the pages of freed
+/// allocations (a thousand streams' buffers, say) mapped, so RSS stays at the burst's peak
+/// long after it. Once a second the in-flight gauge is read; when it falls to an eighth of
+/// the peak seen since the last trim (and that peak was a burst), `malloc_trim` returns the
+/// free pages. It runs on the blocking pool: it holds the allocator's locks while it works.
+fn trim_memory_after_bursts() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    tokio::spawn(async {
+        /// In-flight requests that make a burst worth trimming after.
+        const BURST: i64 = 32;
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut peak = 0;
+        loop {
+            tick.tick().await;
+            let now = switchyard::telemetry::metrics::inflight().get();
+            peak = peak.max(now);
+            if peak >= BURST && now <= peak / 8 {
+                peak = now;
+                // SAFETY: malloc_trim only walks and releases the allocator's own free lists.
+                let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+            }
+        }
+    });
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -198,6 +224,7 @@ fn main() -> ExitCode {
                 // Inside the runtime: trace export runs on it.
                 let traces = switchyard::telemetry::init(&cfg.telemetry);
                 server::raise_open_files_limit();
+                trim_memory_after_bursts();
                 let code = serve(cfg, config, overrides).await;
                 if let Some(t) = traces {
                     t.shutdown(std::time::Duration::from_secs(5)).await;

@@ -56,6 +56,8 @@ impl Running {
         self.ready.store(false, Ordering::SeqCst);
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(grace + Duration::from_secs(1), self.data_task).await;
+        // Spend and token settlements of the drained requests are written before exit.
+        self.reloader.state.flush(Duration::from_secs(2)).await;
         let _ = self.admin_stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(2), self.admin_task).await;
     }

@@ -303,3 +303,96 @@ async fn redis_stopped_mid_run_then_back_resumes_shared_accounting() {
     let passed = statuses.iter().filter(|s| **s == 200).count();
     assert!(passed <= 4, "{statuses:?}");
 }
+
+/// Sends one command to Redis in RESP and returns the first reply line.
+async fn redis_cmd(args: &[&str]) -> String {
+    let mut s = tokio::net::TcpStream::connect(REDIS).await.unwrap();
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 256];
+    let n = s.read(&mut buf).await.unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+fn redis_state() -> switchyard::state::redis::RedisState {
+    let cfg = switchyard::config::StateConfig {
+        timeout_ms: 2000,
+        ..Default::default()
+    };
+    switchyard::state::redis::RedisState::connect(&format!("redis://{REDIS}"), &cfg).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settlements_are_written_behind_and_flush_waits_for_every_one() {
+    use switchyard::state::{Counter, Settle, State};
+    if !need_redis().await {
+        return;
+    }
+    let p = prefix("behind");
+    let state = std::sync::Arc::new(redis_state());
+    let counters = |i: usize| {
+        vec![
+            Counter {
+                key: format!("{{{p}}}:a"),
+                limit: Some(1),
+                ttl: Duration::from_secs(60),
+            },
+            Counter {
+                key: format!("{{{p}}}:b{}", i % 2),
+                limit: None,
+                ttl: Duration::from_secs(60),
+            },
+        ]
+    };
+    // From many tasks at once, as settlement hooks run: ceilings are ignored (settled spend is
+    // owed whatever the budget), negative amounts subtract.
+    let mut tasks = Vec::new();
+    for i in 0..400 {
+        let (state, c) = (state.clone(), counters(i));
+        tasks.push(tokio::spawn(async move {
+            state.settle(Settle::Add(c, if i % 4 == 3 { -1 } else { 3 }));
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    state.flush(Duration::from_secs(10)).await;
+    let keys = vec![
+        format!("{{{p}}}:a"),
+        format!("{{{p}}}:b0"),
+        format!("{{{p}}}:b1"),
+    ];
+    // 300 × 3 − 100 × 1 on `a`; `b0` has the even i (all +3), `b1` the odd ones.
+    assert_eq!(state.get(keys.clone()).await, vec![800, 600, 200]);
+    let ttl = redis_cmd(&["PTTL", &keys[0]]).await;
+    let ttl: i64 = ttl.trim().trim_start_matches(':').parse().unwrap();
+    assert!(ttl > 50_000 && ttl <= 60_000, "PTTL {ttl}");
+    assert!(state.healthy());
+}
+
+#[tokio::test]
+async fn a_batched_token_adjustment_survives_redis_forgetting_its_scripts() {
+    use switchyard::state::{Settle, State, Take};
+    if !need_redis().await {
+        return;
+    }
+    let p = prefix("noscript");
+    let state = redis_state();
+    let cell = |cost: i64| Take {
+        key: format!("{{{p}}}:tpm"),
+        limit: 60,
+        cost,
+    };
+    // Loads the script on the server, then makes the server forget it (as a restart would).
+    assert!(state.admit(vec![cell(1)]).await[0].allowed);
+    assert_eq!(redis_cmd(&["SCRIPT", "FLUSH"]).await.trim(), "+OK");
+    // The reply used 59 more tokens than admitted: the cell is now full for a minute.
+    state.settle(Settle::Adjust(vec![cell(59)]));
+    state.flush(Duration::from_secs(10)).await;
+    let d = state.admit(vec![cell(1)]).await;
+    assert!(!d[0].allowed, "{d:?}");
+    assert!(d[0].retry_after > Duration::from_millis(500), "{d:?}");
+}

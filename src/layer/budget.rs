@@ -12,7 +12,6 @@
 //! budget and when it resets, with `Retry-After` until then.
 
 use std::collections::HashMap;
-use std::future::Future as _;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,7 +23,7 @@ use crate::cost::Prices;
 use crate::ir::{Error, ErrorKind, Principal, Reply, Request};
 use crate::layer::auth::{KeyPolicy, Keys};
 use crate::layer::ratelimit::{json_output_estimate, TokenEstimate};
-use crate::state::{Counter, SharedState};
+use crate::state::{Counter, Settle, SharedState};
 use crate::telemetry::logs::civil;
 
 /// Spend is counted in nano-USD: integers, exact, and far from overflow (9.2 billion USD).
@@ -197,23 +196,10 @@ impl Ledger {
         counters
     }
 
-    /// Adds `amount` (may be negative) in the background; settlement hooks are synchronous.
+    /// Adds `amount` (may be negative) without waiting: settlement hooks are synchronous.
     fn add_later(&self, counters: Vec<Counter>, amount: i64) {
-        if amount == 0 {
-            return;
-        }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let state = self.state.clone();
-        let mut add = Box::pin(async move {
-            state.reserve(counters, amount).await;
-        });
-        // The in-memory state answers at once: no task for it. Redis does not: the rest of
-        // the call goes on in the background.
-        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
-        if add.as_mut().poll(&mut cx).is_pending() {
-            rt.spawn(add);
+        if amount != 0 {
+            self.state.settle(Settle::Add(counters, amount));
         }
     }
 }
@@ -390,6 +376,8 @@ impl SpendReport {
     /// The report as JSON.
     pub async fn json(&self) -> serde_json::Value {
         use serde_json::json;
+        // Settlements still queued for the shared state count: the report reads its own writes.
+        self.ledger.state.flush(Duration::from_secs(1)).await;
         let w = Windows::now();
         let anonymous = Arc::new(KeyPolicy {
             principal: Principal::anonymous(),

@@ -27,7 +27,7 @@ use crate::ir::{
     Settlement, Usage,
 };
 use crate::layer::auth::Keys;
-use crate::state::{Decision, SharedState, Take};
+use crate::state::{Decision, Settle, SharedState, Take};
 
 /// Output tokens assumed for a request without `max_tokens`, before its usage is known.
 const DEFAULT_OUTPUT_ESTIMATE: u64 = 256;
@@ -217,7 +217,7 @@ impl Limiter {
     }
 
     /// Corrects the token cell once actual usage is known (a refund when the estimate was
-    /// high). Runs in the background: settlement hooks are synchronous.
+    /// high), without waiting: settlement hooks are synchronous.
     pub fn reconcile(&self, charged: u64, actual: u64) {
         let Some((key, limit)) = &self.tpm else {
             return;
@@ -226,16 +226,11 @@ impl Limiter {
         if delta == 0 {
             return;
         }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let state = self.state.clone();
-        let take = Take {
+        self.state.settle(Settle::Adjust(vec![Take {
             key: key.clone(),
             limit: *limit,
             cost: delta,
-        };
-        rt.spawn(async move { state.adjust(vec![take]).await });
+        }]));
     }
 
     /// Admits, calls, and reconciles the token cell when the reply settles (or refunds the

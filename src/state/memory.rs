@@ -6,11 +6,12 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use futures_util::future::{self, BoxFuture};
 use tokio::time::Instant;
 
-use super::{gcra, Counter, Decision, Reserved, State, Take};
+use super::{gcra, Counter, Decision, Reserved, Settle, State, Take};
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -147,6 +148,16 @@ impl MemoryState {
         }
     }
 
+    /// Adds `amount` to every counter, ignoring ceilings ([`Settle::Add`]).
+    pub fn add_now(&self, counters: &[Counter], amount: i64) {
+        let now = Instant::now();
+        let mut map = self.lock();
+        for c in counters {
+            let v = map.live(&c.key, now).unwrap_or(0).saturating_add(amount);
+            map.put(&c.key, v, now + c.ttl, now);
+        }
+    }
+
     /// See [`State::get`].
     pub fn get_now(&self, keys: &[String]) -> Vec<i64> {
         let now = Instant::now();
@@ -171,6 +182,21 @@ impl State for MemoryState {
 
     fn get(&self, keys: Vec<String>) -> BoxFuture<'_, Vec<i64>> {
         Box::pin(future::ready(self.get_now(&keys)))
+    }
+
+    fn settle(&self, change: Settle) {
+        match change {
+            Settle::Adjust(takes) => {
+                self.step(&takes, true);
+            }
+            Settle::Add(counters, amount) => {
+                self.add_now(&counters, amount);
+            }
+        }
+    }
+
+    fn flush(&self, _: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(future::ready(()))
     }
 
     fn backend(&self) -> &'static str {

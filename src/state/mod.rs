@@ -69,6 +69,15 @@ pub struct Reserved {
     pub values: Vec<i64>,
 }
 
+/// A change nobody waits for: settling a request once its actual usage is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settle {
+    /// Unconditional GCRA takes (a refund when a cost is negative), as [`State::adjust`].
+    Adjust(Vec<Take>),
+    /// Adds an amount (may be negative) to counters, whatever their ceilings.
+    Add(Vec<Counter>, i64),
+}
+
 /// A failure to reach the shared state (the caller falls back to local state).
 #[derive(Debug, thiserror::Error)]
 #[error("state backend: {0}")]
@@ -84,6 +93,11 @@ pub trait State: Send + Sync + 'static {
     fn reserve(&self, counters: Vec<Counter>, amount: i64) -> BoxFuture<'_, Reserved>;
     /// Current values of counters (0 when absent).
     fn get(&self, keys: Vec<String>) -> BoxFuture<'_, Vec<i64>>;
+    /// Applies a settlement without making anyone wait: at once where that costs nothing
+    /// (memory); otherwise queued and written behind, batched with the others queued meanwhile.
+    fn settle(&self, change: Settle);
+    /// Waits (at most `limit`) until every queued settlement is written.
+    fn flush(&self, limit: Duration) -> BoxFuture<'_, ()>;
     /// `memory` or `redis`.
     fn backend(&self) -> &'static str;
     /// Whether decisions are being made on the shared backend right now.

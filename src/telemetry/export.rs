@@ -1,58 +1,63 @@
-//! The span export queue: finished spans go into a bounded channel that a Tokio task drains
-//! in batches to the OTLP exporter.
+//! The span export queue: finished spans are appended to a bounded in-memory batch that a
+//! Tokio task hands to the OTLP exporter once a second, or as soon as a full batch is waiting.
 //!
 //! Not the SDK's batch processor, for two reasons: its default form blocks on a thread without
 //! a runtime when the exporter is the hyper-based OTLP/HTTP one (DEPENDENCIES.md), and it drops
-//! spans on a full queue without telling anyone. Here `on_end` never blocks a request — it is
-//! one `try_send` — and every span not exported is counted in
+//! spans on a full queue without telling anyone. Here `on_end` never blocks a request and never
+//! wakes the exporter task for one span (a push under a short lock; the task is woken only when
+//! a whole batch is waiting, or by a flush), and every span not exported is counted in
 //! `switchyard_trace_spans_dropped_total{reason}`.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry::Context;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::metrics::{self, SpanDrop};
 
 /// Spans held while the collector is slow; past this they are dropped (and counted).
 const QUEUE: usize = 4096;
-/// Spans per export call.
+/// Spans per export call; a batch this full wakes the exporter at once.
 const MAX_BATCH: usize = 512;
 /// How long finished spans may wait for a batch to fill.
 const INTERVAL: Duration = Duration::from_secs(1);
 /// Upper bound of one export call (a black-holed collector must not stall the queue forever).
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
-enum Msg {
-    Span(Box<SpanData>),
-    Flush(oneshot::Sender<()>),
+/// Finished spans waiting for the exporter, and the bell it answers when a batch is full.
+#[derive(Debug, Default)]
+struct Pending {
+    spans: Mutex<Vec<SpanData>>,
+    full: Notify,
+}
+
+impl Pending {
+    fn take(&self) -> Vec<SpanData> {
+        std::mem::take(&mut *self.spans.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// A span processor that queues finished spans for a background exporter task.
 #[derive(Debug)]
 pub(crate) struct QueueProcessor {
-    tx: mpsc::Sender<Msg>,
-}
-
-impl std::fmt::Debug for Msg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Msg")
-    }
+    pending: Arc<Pending>,
+    flush: mpsc::Sender<oneshot::Sender<()>>,
 }
 
 /// A handle to flush the queue from async code (the SDK's flush and shutdown are sync).
 #[derive(Clone)]
 pub(crate) struct Flusher {
-    tx: mpsc::Sender<Msg>,
+    flush: mpsc::Sender<oneshot::Sender<()>>,
 }
 
 impl Flusher {
     /// Exports everything queued so far; waits at most `limit`.
     pub(crate) async fn flush(&self, limit: Duration) {
         let (done, wait) = oneshot::channel();
-        if self.tx.send(Msg::Flush(done)).await.is_ok() {
+        if self.flush.send(done).await.is_ok() {
             let _ = tokio::time::timeout(limit, wait).await;
         }
     }
@@ -61,9 +66,16 @@ impl Flusher {
 impl QueueProcessor {
     /// Starts the exporter task on the current Tokio runtime.
     pub(crate) fn spawn<E: SpanExporter + 'static>(exporter: E) -> (Self, Flusher) {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(exporter, rx));
-        (Self { tx: tx.clone() }, Flusher { tx })
+        let (flush, rx) = mpsc::channel(16);
+        let pending = Arc::new(Pending::default());
+        tokio::spawn(run(exporter, pending.clone(), rx));
+        (
+            Self {
+                pending,
+                flush: flush.clone(),
+            },
+            Flusher { flush },
+        )
     }
 }
 
@@ -74,14 +86,23 @@ impl SpanProcessor for QueueProcessor {
         if !span.span_context.is_sampled() {
             return;
         }
-        if self.tx.try_send(Msg::Span(Box::new(span))).is_err() {
+        let mut spans = self.pending.spans.lock().unwrap_or_else(|e| e.into_inner());
+        if spans.len() >= QUEUE {
+            drop(spans);
             metrics::spans_dropped(SpanDrop::QueueFull, 1);
+            return;
+        }
+        spans.push(span);
+        let full = spans.len() == MAX_BATCH;
+        drop(spans);
+        if full {
+            self.pending.full.notify_one();
         }
     }
 
     fn force_flush(&self) -> OTelSdkResult {
         let (done, _) = oneshot::channel();
-        let _ = self.tx.try_send(Msg::Flush(done));
+        let _ = self.flush.try_send(done);
         Ok(())
     }
 
@@ -91,49 +112,47 @@ impl SpanProcessor for QueueProcessor {
     }
 }
 
-async fn run<E: SpanExporter>(exporter: E, mut rx: mpsc::Receiver<Msg>) {
-    let mut batch: Vec<SpanData> = Vec::with_capacity(MAX_BATCH);
+async fn run<E: SpanExporter>(
+    exporter: E,
+    pending: Arc<Pending>,
+    mut flushes: mpsc::Receiver<oneshot::Sender<()>>,
+) {
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            msg = rx.recv() => match msg {
-                Some(Msg::Span(s)) => {
-                    batch.push(*s);
-                    if batch.len() >= MAX_BATCH {
-                        export(&exporter, &mut batch).await;
-                    }
-                }
-                Some(Msg::Flush(done)) => {
-                    export(&exporter, &mut batch).await;
+            flush = flushes.recv() => match flush {
+                Some(done) => {
+                    export(&exporter, pending.take()).await;
                     let _ = done.send(());
                 }
                 None => {
-                    export(&exporter, &mut batch).await;
+                    export(&exporter, pending.take()).await;
                     break;
                 }
             },
-            _ = tick.tick() => export(&exporter, &mut batch).await,
+            () = pending.full.notified() => export(&exporter, pending.take()).await,
+            _ = tick.tick() => export(&exporter, pending.take()).await,
         }
     }
     let _ = exporter.shutdown();
 }
 
-async fn export<E: SpanExporter>(exporter: &E, batch: &mut Vec<SpanData>) {
-    if batch.is_empty() {
-        return;
-    }
-    let spans = std::mem::replace(batch, Vec::with_capacity(MAX_BATCH));
-    let n = spans.len() as u64;
-    match tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(spans)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            metrics::spans_dropped(SpanDrop::ExportFailed, n);
-            tracing::debug!(error = %e, spans = n, "trace export failed");
+async fn export<E: SpanExporter>(exporter: &E, mut spans: Vec<SpanData>) {
+    while !spans.is_empty() {
+        let rest = spans.split_off(spans.len().min(MAX_BATCH));
+        let n = spans.len() as u64;
+        match tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(spans)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                metrics::spans_dropped(SpanDrop::ExportFailed, n);
+                tracing::debug!(error = %e, spans = n, "trace export failed");
+            }
+            Err(_) => {
+                metrics::spans_dropped(SpanDrop::ExportFailed, n);
+                tracing::debug!(spans = n, "trace export timed out");
+            }
         }
-        Err(_) => {
-            metrics::spans_dropped(SpanDrop::ExportFailed, n);
-            tracing::debug!(spans = n, "trace export timed out");
-        }
+        spans = rest;
     }
 }
