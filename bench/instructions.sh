@@ -14,8 +14,12 @@
 # Compare the bare proxy the same way: TARGET=bare bench/instructions.sh.
 # Loopback only; every process is stopped on exit.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+LOG_TAG=instr
+READY_TIMEOUT_S=60 # valgrind starts slowly
+STOP_WAIT_S=20     # and stops slowly (callgrind writes its file)
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 N="${N:-2000}"
 MODES="${MODES:-unary stream}"
 TARGET="${TARGET:-switchyard}"     # switchyard | bare
@@ -24,44 +28,26 @@ MOCK_PORT="${MOCK_PORT:-9111}"
 PORT="${PORT:-4111}"
 ADMIN_PORT="${ADMIN_PORT:-9575}"
 AUTH="${AUTH:-}"
-export PATH="$HOME/.cargo/bin:$PATH"
-log() { printf '[instr] %s\n' "$*" >&2; }
-command -v valgrind >/dev/null || { log "valgrind is required (apt-get install valgrind)"; exit 1; }
+require_tools curl python3 cargo
+command -v valgrind >/dev/null || die "valgrind is required (apt-get install valgrind)"
 
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 # The release profile keeps line tables (Cargo.toml), so callgrind_annotate names functions.
-(cd "$ROOT" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release --bin switchyard)
-SY_BIN="$TARGET_DIR/release/switchyard"
-if [[ "$TARGET" == bare ]]; then
-  CARGO_TARGET_DIR="$TARGET_DIR/bare-proxy" \
-    cargo build --release --locked --manifest-path "$ROOT/bench/bare-proxy/Cargo.toml"
-  BARE_BIN="$TARGET_DIR/bare-proxy/release/bare-proxy"
-fi
+build_switchyard
+if [[ "$TARGET" == bare ]]; then build_bare_proxy; fi
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/switchyard-instr.XXXXXX")"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do timeout 20 tail --pid="$p" -f /dev/null 2>/dev/null || kill -KILL "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-wait_http() { # wait_http URL: up to 60 s (valgrind starts slowly)
-  for _ in $(seq 1 1200); do curl -s -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done
-  log "not ready: $1"; exit 1
-}
+bench_setup instr
+require_free_ports "MOCK_PORT/PORT/ADMIN_PORT" "$MOCK_PORT" "$PORT" "$ADMIN_PORT"
 
 "$SY_BIN" mock --port "$MOCK_PORT" --host 127.0.0.1 >"$WORK/mock.log" 2>&1 &
-PIDS+=($!)
-wait_http "http://127.0.0.1:$MOCK_PORT/"
+PIDS+=("$!")
+wait_http "http://127.0.0.1:$MOCK_PORT/" any "$!"
 CONFIG_SRC="${CONFIG:-$ROOT/bench/switchyard.yaml}"
 sed "s#http://127.0.0.1:9101/v1#http://127.0.0.1:$MOCK_PORT/v1#" "$CONFIG_SRC" >"$WORK/switchyard.yaml"
 
 body() { # body MODE
   local model
   if [[ "$TARGET" == bare ]]; then
-    [[ "$1" == stream ]] && model=lorem || model=echo
+    [[ "$1" == stream ]] && model=lorem || model="echo"
   else
     [[ "$1" == stream ]] && model=chat-stream || model=chat-default
   fi
@@ -79,20 +65,18 @@ count() {
     valgrind --tool=callgrind --callgrind-out-file="$out" "$BARE_BIN" "127.0.0.1:$PORT" "127.0.0.1:$MOCK_PORT" \
       >"$WORK/target.log" 2>&1 &
     pid=$!
-    wait_http "http://127.0.0.1:$PORT/"
+    wait_http "http://127.0.0.1:$PORT/" any "$pid"
   else
     valgrind --tool=callgrind --callgrind-out-file="$out" "$SY_BIN" serve --config "$WORK/switchyard.yaml" \
       --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$ADMIN_PORT" >"$WORK/target.log" 2>&1 &
     pid=$!
-    wait_http "http://127.0.0.1:$ADMIN_PORT/readyz"
+    wait_http "http://127.0.0.1:$ADMIN_PORT/readyz" any "$pid"
   fi
   if (( n > 0 )); then
     python3 "$ROOT/bench/ttfb.py" "http://127.0.0.1:$PORT/v1/chat/completions" "$(body "$mode")" "$n" \
       ${AUTH:+"authorization: $AUTH"} --any >/dev/null
   fi
-  kill -TERM "$pid"
-  timeout 60 tail --pid="$pid" -f /dev/null || { kill -KILL "$pid"; log "target did not stop"; exit 1; }
-  wait "$pid" 2>/dev/null || true
+  stop_pid "$pid" 60 || die "target did not stop"
   awk '/^summary:|^totals:/ { print $2; exit }' "$out"
 }
 

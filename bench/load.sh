@@ -7,8 +7,11 @@
 # See bench/README.md for what is measured and what the columns mean. Everything binds to
 # 127.0.0.1; every process started here is stopped on exit; every wait is bounded.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+LOG_TAG=bench
+READY_POLL_S=0.005 # the readiness poll also times switchyard's start (SY_READY_MS)
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CONCURRENCY="${CONCURRENCY:-1 16 64 256}"
 DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-1s}"            # unmeasured oha run before each measured one ("0" to skip)
@@ -25,31 +28,14 @@ READY_TIMEOUT_S="${READY_TIMEOUT_S:-20}"
 RESULTS_DIR="${RESULTS_DIR:-$ROOT/bench/results}"
 CMDLINE="DURATION=$DURATION CONCURRENCY=\"$CONCURRENCY\" WARMUP=$WARMUP bench/load.sh${*:+ $*}"
 
-export PATH="$HOME/.cargo/bin:$PATH"
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-for tool in curl jq python3 cargo getconf; do
-  command -v "$tool" >/dev/null || die "$tool is required"
-done
-
-# "10s" / "1.5m" / "500ms" / "10" -> whole seconds, rounded up (for the outer timeouts).
-to_secs() {
-  awk -v d="$1" 'BEGIN {
-    n = d + 0; u = d; sub(/^[0-9.]+/, "", u)
-    m = (u == "ms") ? 0.001 : (u == "m") ? 60 : (u == "h") ? 3600 : 1
-    s = n * m; printf "%d", (s == int(s)) ? s : int(s) + 1 }'
-}
+require_tools curl jq python3 cargo getconf
 RUN_TIMEOUT_S=$(( $(to_secs "$DURATION") + 60 ))
 WARM_TIMEOUT_S=$(( $(to_secs "$WARMUP") + 60 ))
 
 # ---------------------------------------------------------------------------------------------
 # Tools and builds
 # ---------------------------------------------------------------------------------------------
-if ! command -v oha >/dev/null; then
-  log "installing oha (cargo install oha --locked)"
-  cargo install oha --locked
-fi
+ensure_oha
 OHA_JSON=(-j)
 if oha --help 2>/dev/null | grep -q -- '--output-format'; then OHA_JSON=(--output-format json); fi
 OHA_WAIT=()
@@ -57,68 +43,18 @@ if oha --help 2>/dev/null | grep -q -- '--wait-ongoing-requests-after-deadline';
   OHA_WAIT=(--wait-ongoing-requests-after-deadline)
 fi
 
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-log "building switchyard (release) into $TARGET_DIR"
-(cd "$ROOT" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release --bin switchyard)
-log "building bench/bare-proxy (release) into $TARGET_DIR/bare-proxy"
-CARGO_TARGET_DIR="$TARGET_DIR/bare-proxy" \
-  cargo build --release --locked --manifest-path "$ROOT/bench/bare-proxy/Cargo.toml"
-SY_BIN="$TARGET_DIR/release/switchyard"
-BARE_BIN="$TARGET_DIR/bare-proxy/release/bare-proxy"
+build_switchyard
+build_bare_proxy
 [[ -x "$SY_BIN" && -x "$BARE_BIN" ]] || die "binaries missing after build"
 
 # ---------------------------------------------------------------------------------------------
 # Processes: started here, stopped on any exit
 # ---------------------------------------------------------------------------------------------
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/switchyard-bench.XXXXXX")"
-PIDS=()
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  local p i
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do
-    for ((i = 0; i < 50; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
-  if [[ $rc -ne 0 ]]; then
-    log "failed (exit $rc); process logs:"
-    for f in "$WORK"/*.log; do [[ -f "$f" ]] && { echo "--- $f" >&2; tail -n 20 "$f" >&2; }; done
-  fi
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "$MOCK_PORT" "$BARE_PORT" "$SY_PORT" "$SY_ADMIN_PORT" "$FULL_PORT" "$FULL_ADMIN_PORT" "$SINK_PORT"; do
-  port_in_use "$p" && die "127.0.0.1:$p is already in use (override with MOCK_PORT/BARE_PORT/SY_PORT/SY_ADMIN_PORT)"
-done
-
-now_ns() { date +%s%N; }
-
-# wait_http PID URL WANT: poll (bounded) until URL answers with status WANT ("any" = any HTTP
-# answer at all). Fails if the process dies or READY_TIMEOUT_S passes.
-wait_http() {
-  local pid="$1" url="$2" want="$3" code
-  local deadline=$(( $(now_ns) + READY_TIMEOUT_S * 1000000000 ))
-  while (( $(now_ns) < deadline )); do
-    kill -0 "$pid" 2>/dev/null || die "process $pid exited before $url was ready"
-    code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)"
-    if [[ "$want" == any && "$code" != 000 && -n "$code" ]] || [[ "$code" == "$want" ]]; then
-      return 0
-    fi
-    sleep 0.005 # poll interval
-  done
-  die "$url not ready within ${READY_TIMEOUT_S}s (last status $code)"
-}
+bench_setup bench
+require_free_ports "MOCK_PORT/BARE_PORT/SY_PORT/SY_ADMIN_PORT/FULL_PORT/FULL_ADMIN_PORT/SINK_PORT" \
+  "$MOCK_PORT" "$BARE_PORT" "$SY_PORT" "$SY_ADMIN_PORT" "$FULL_PORT" "$FULL_ADMIN_PORT" "$SINK_PORT"
 
 status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
-# utime + stime (all threads) in clock ticks; the comm field may hold spaces, so cut after ')'.
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 # Reset VmHWM to the current RSS (Linux >= 4.0), so each run's peak is its own. Best effort.
 reset_hwm() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || true; }
 CLK_TCK="$(getconf CLK_TCK)"
@@ -126,12 +62,12 @@ CLK_TCK="$(getconf CLK_TCK)"
 log "starting mock upstream on 127.0.0.1:$MOCK_PORT"
 "$SY_BIN" mock --port "$MOCK_PORT" --host 127.0.0.1 >"$WORK/mock.log" 2>&1 &
 MOCK_PID=$!; PIDS+=("$MOCK_PID")
-wait_http "$MOCK_PID" "http://127.0.0.1:$MOCK_PORT/" any
+wait_http "http://127.0.0.1:$MOCK_PORT/" any "$MOCK_PID"
 
 log "starting bare proxy on 127.0.0.1:$BARE_PORT -> 127.0.0.1:$MOCK_PORT"
 "$BARE_BIN" "127.0.0.1:$BARE_PORT" "127.0.0.1:$MOCK_PORT" >"$WORK/bare.log" 2>&1 &
 BARE_PID=$!; PIDS+=("$BARE_PID")
-wait_http "$BARE_PID" "http://127.0.0.1:$BARE_PORT/" any
+wait_http "http://127.0.0.1:$BARE_PORT/" any "$BARE_PID"
 BARE_IDLE_RSS_KIB="$(status_kib "$BARE_PID" VmRSS)"
 
 sed "s#http://127.0.0.1:9101/v1#http://127.0.0.1:$MOCK_PORT/v1#" "$ROOT/bench/switchyard.yaml" >"$WORK/switchyard.yaml"
@@ -140,7 +76,7 @@ SY_T0="$(now_ns)"
 "$SY_BIN" serve --config "$WORK/switchyard.yaml" \
   --listen "127.0.0.1:$SY_PORT" --admin "127.0.0.1:$SY_ADMIN_PORT" >"$WORK/switchyard.log" 2>&1 &
 SY_PID=$!; PIDS+=("$SY_PID")
-wait_http "$SY_PID" "http://127.0.0.1:$SY_ADMIN_PORT/readyz" 200
+wait_http "http://127.0.0.1:$SY_ADMIN_PORT/readyz" 200 "$SY_PID"
 SY_READY_MS="$(awk -v ns="$(( $(now_ns) - SY_T0 ))" 'BEGIN { printf "%.1f", ns / 1e6 }')"
 SY_IDLE_RSS_KIB="$(status_kib "$SY_PID" VmRSS)"
 log "switchyard ready in ${SY_READY_MS} ms, idle RSS ${SY_IDLE_RSS_KIB} KiB"
@@ -162,7 +98,7 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_foreve
 PY
 python3 "$WORK/sink.py" "$SINK_PORT" >"$WORK/sink.log" 2>&1 &
 SINK_PID=$!; PIDS+=("$SINK_PID")
-wait_http "$SINK_PID" "http://127.0.0.1:$SINK_PORT/" any
+wait_http "http://127.0.0.1:$SINK_PORT/" any "$SINK_PID"
 FULL_KEY="sk-bench-caller-$$"
 {
   cat "$WORK/switchyard.yaml"
@@ -189,7 +125,7 @@ log "starting switchyard (full) on 127.0.0.1:$FULL_PORT (admin 127.0.0.1:$FULL_A
 "$SY_BIN" serve --config "$WORK/switchyard-full.yaml" \
   --listen "127.0.0.1:$FULL_PORT" --admin "127.0.0.1:$FULL_ADMIN_PORT" >"$WORK/full.log" 2>&1 &
 FULL_PID=$!; PIDS+=("$FULL_PID")
-wait_http "$FULL_PID" "http://127.0.0.1:$FULL_ADMIN_PORT/readyz" 200
+wait_http "http://127.0.0.1:$FULL_ADMIN_PORT/readyz" 200 "$FULL_PID"
 
 # ---------------------------------------------------------------------------------------------
 # Requests

@@ -9,8 +9,11 @@
 #
 # Everything binds to 127.0.0.1; every process started here is stopped on exit.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+LOG_TAG=otel-bench
+READY_TIMEOUT_S=20
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-10s}"
 CONCURRENCY="${CONCURRENCY:-16}"
@@ -20,27 +23,11 @@ MOCK_PORT="${MOCK_PORT:-9201}"
 SY_PORT="${SY_PORT:-4200}"
 SY_ADMIN_PORT="${SY_ADMIN_PORT:-9665}"
 SINK_PORT="${SINK_PORT:-4318}"
-export PATH="$HOME/.cargo/bin:$PATH"
-log() { printf '[otel-bench] %s\n' "$*" >&2; }
-for tool in curl jq python3 oha; do command -v "$tool" >/dev/null || { log "$tool is required"; exit 1; }; done
+require_tools curl jq python3 oha
 
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-(cd "$ROOT" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release --bin switchyard)
-SY_BIN="$TARGET_DIR/release/switchyard"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/switchyard-otel.XXXXXX")"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do timeout 5 tail --pid="$p" -f /dev/null 2>/dev/null || kill -KILL "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-wait_http() { # wait_http URL: up to 20 s
-  for _ in $(seq 1 400); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done
-  log "not ready: $1"; exit 1
-}
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+build_switchyard
+bench_setup otel
+require_free_ports "MOCK_PORT/SY_PORT/SY_ADMIN_PORT/SINK_PORT" "$MOCK_PORT" "$SY_PORT" "$SY_ADMIN_PORT" "$SINK_PORT"
 CLK_TCK="$(getconf CLK_TCK)"
 
 # An OTLP/HTTP sink: accepts every export with 200 and an empty protobuf reply, counts spans'
@@ -59,11 +46,11 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a): pass
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 PY
-python3 "$WORK/sink.py" "$SINK_PORT" & PIDS+=($!)
+python3 "$WORK/sink.py" "$SINK_PORT" & PIDS+=("$!")
 
-"$SY_BIN" mock --port "$MOCK_PORT" --host 127.0.0.1 >"$WORK/mock.log" 2>&1 & PIDS+=($!)
+"$SY_BIN" mock --port "$MOCK_PORT" --host 127.0.0.1 >"$WORK/mock.log" 2>&1 & PIDS+=("$!")
 sed "s/127.0.0.1:9101/127.0.0.1:$MOCK_PORT/" "$ROOT/bench/switchyard.yaml" >"$WORK/switchyard.yaml"
-wait_http "http://127.0.0.1:$MOCK_PORT/v1/models"
+wait_http "http://127.0.0.1:$MOCK_PORT/v1/models" 200 "$!"
 
 BODY='{"model":"'"$MODEL"'","max_tokens":16,"stream":'"$([[ $MODEL == chat-stream ]] && echo true || echo false)"',"messages":[{"role":"user","content":"hello from the load test"}]}'
 printf 'tracing\tround\treq/s\tp50 ms\tp99 ms\tCPU us/req\tspans dropped\n' >"$WORK/results.tsv"
@@ -75,7 +62,7 @@ run() { # run off|on ROUND
     --listen "127.0.0.1:$SY_PORT" --admin "127.0.0.1:$SY_ADMIN_PORT" >"$WORK/sy.log" 2>&1 &
   local pid=$!
   PIDS+=("$pid")
-  wait_http "http://127.0.0.1:$SY_ADMIN_PORT/readyz"
+  wait_http "http://127.0.0.1:$SY_ADMIN_PORT/readyz" 200 "$pid"
   local url="http://127.0.0.1:$SY_PORT/v1/chat/completions"
   oha --no-tui -z 2s -c "$CONCURRENCY" -m POST -H 'content-type: application/json' -d "$BODY" "$url" >/dev/null
   local c0; c0="$(cpu_ticks "$pid")"
@@ -85,7 +72,7 @@ run() { # run off|on ROUND
   sleep 2 # let the last batch go out before reading the dropped counter
   local dropped; dropped="$(curl -fsS "http://127.0.0.1:$SY_ADMIN_PORT/metrics" |
     awk '/^switchyard_trace_spans_dropped_total/ { s += $2 } END { print s + 0 }')"
-  kill -TERM "$pid"; timeout 10 tail --pid="$pid" -f /dev/null || true
+  stop_pid "$pid" 10 || true
   jq -r --arg m "$mode" --arg r "$round" --arg c "$((c1 - c0))" --arg t "$CLK_TCK" --arg d "$dropped" '
     ([.statusCodeDistribution[]] | add // 0) as $n |
     [ $m, $r, (.summary.requestsPerSec | floor), (.latencyPercentiles.p50 * 1000 * 1000 | floor / 1000),

@@ -22,8 +22,12 @@
 # traffic's success rate and status codes, hostile outcomes, and RSS / fd over time.
 # Every process started here is stopped on exit; every wait is bounded.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+LOG_TAG=soak
+LOG_CLOCK=1
+READY_TIMEOUT_S=10
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DURATION="${DURATION:-120}"
 SAMPLE="${SAMPLE:-5}"
 CONC="${CONC:-8}"
@@ -32,53 +36,18 @@ UP2_PORT="${UP2_PORT:-9202}"; UP2_ADMIN="${UP2_ADMIN:-9212}"
 SY_PORT="${SY_PORT:-4200}"; SY_ADMIN="${SY_ADMIN:-9566}"
 REDIS_PORT="${REDIS_PORT:-6391}"   # a redis-server of the soak's own, killed and restarted
 CALLER_KEY="sk-soak-caller-$$"
-export PATH="$HOME/.cargo/bin:$PATH"
-log() { printf '[soak %4ss] %s\n' "$(( $(date +%s) - ${T0:-$(date +%s)} ))" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-for tool in curl python3 cargo redis-server redis-cli; do command -v "$tool" >/dev/null || die "$tool is required"; done
-command -v oha >/dev/null || { log "installing oha"; cargo install oha --locked; }
+require_tools curl python3 cargo redis-server redis-cli
+ensure_oha
+build_switchyard
 
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-log "building switchyard (release) into $TARGET_DIR"
-(cd "$ROOT" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release --bin switchyard) >&2
-BIN="$TARGET_DIR/release/switchyard"
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/switchyard-soak.XXXXXX")"
-PIDS=()
-cleanup() {
-  local rc=$? p
-  trap - EXIT INT TERM
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
-  [[ $rc -ne 0 ]] && for f in "$WORK"/*.log; do [[ -f "$f" ]] && { echo "--- $f" >&2; tail -n 20 "$f" >&2; }; done
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "$UP1_PORT" "$UP1_ADMIN" "$UP2_PORT" "$UP2_ADMIN" "$SY_PORT" "$SY_ADMIN" "$REDIS_PORT"; do
-  port_in_use "$p" && die "127.0.0.1:$p is in use"
-done
-
-wait_up() { # URL: bounded wait for any HTTP answer
-  for _ in $(seq 200); do
-    [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$1" || true)" != 000 ]] && return 0
-    sleep 0.05
-  done
-  die "$1 not up"
-}
+bench_setup soak
+require_free_ports "UP1_PORT/UP1_ADMIN/UP2_PORT/UP2_ADMIN/SY_PORT/SY_ADMIN/REDIS_PORT" \
+  "$UP1_PORT" "$UP1_ADMIN" "$UP2_PORT" "$UP2_ADMIN" "$SY_PORT" "$SY_ADMIN" "$REDIS_PORT"
 
 start_mock() { # NAME PORT ADMIN
-  "$BIN" mock --port "$2" --admin-port "$3" >"$WORK/$1.log" 2>&1 &
+  "$SY_BIN" mock --port "$2" --admin-port "$3" >"$WORK/$1.log" 2>&1 &
   PIDS+=("$!"); eval "${1}_PID=$!"
-  wait_up "http://127.0.0.1:$2/"
+  wait_http "http://127.0.0.1:$2/" any "$!"
 }
 start_redis() {
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis.log" 2>&1 &
@@ -126,9 +95,9 @@ keys:
     tpm: 10000000000
     budget_usd_per_day: 1000000
 EOF
-"$BIN" serve --config "$CONFIG" >"$WORK/switchyard.log" 2>&1 &
+"$SY_BIN" serve --config "$CONFIG" >"$WORK/switchyard.log" 2>&1 &
 SY_PID=$!; PIDS+=("$SY_PID")
-wait_up "http://127.0.0.1:$SY_ADMIN/readyz"
+wait_http "http://127.0.0.1:$SY_ADMIN/readyz" any "$SY_PID"
 T0=$(date +%s)
 END=$(( T0 + DURATION ))
 log "switchyard pid $SY_PID on 127.0.0.1:$SY_PORT; soak for ${DURATION}s"
@@ -137,6 +106,7 @@ log "switchyard pid $SY_PID on 127.0.0.1:$SY_PORT; soak for ${DURATION}s"
 (
   while (( $(date +%s) < END )); do
     rss=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$SY_PID/status" 2>/dev/null || echo 0)
+    # shellcheck disable=SC2012 # fd names are numbers
     fds=$(ls "/proc/$SY_PID/fd" 2>/dev/null | wc -l)
     echo "$(( $(date +%s) - T0 )) $rss $fds"
     sleep "$SAMPLE"
@@ -240,10 +210,11 @@ fault POST "$UP1_ADMIN" "status=429&retry_after_secs=1"; fault POST "$UP2_ADMIN"
 at 45; log "fault: storm over";                 fault DELETE "$UP1_ADMIN"; fault DELETE "$UP2_ADMIN"
 at 55; log "fault: config touched (reload)";    echo "# touched $(date +%s)" >>"$CONFIG"
 at 65; log "fault: up2 killed and restarted"
-kill -KILL "$up2_PID" 2>/dev/null || true; wait "$up2_PID" 2>/dev/null || true; sleep 2
+# shellcheck disable=SC2154 # up2_PID is set by start_mock
+kill -KILL "$up2_PID" 2>/dev/null || true; wait "$up2_PID" 2>/dev/null || true; untrack_pid "$up2_PID"; sleep 2
 start_mock up2 "$UP2_PORT" "$UP2_ADMIN"
 at 72; log "fault: Redis killed"
-kill -KILL "$REDIS_PID" 2>/dev/null || true; wait "$REDIS_PID" 2>/dev/null || true
+kill -KILL "$REDIS_PID" 2>/dev/null || true; wait "$REDIS_PID" 2>/dev/null || true; untrack_pid "$REDIS_PID"
 at 76; log "fault: Redis restarted (empty)"; start_redis
 at 80; log "fault: up1 stalls streams after 3 events, up2 +200 ms"
 fault POST "$UP1_ADMIN" "stall_after_events=3"; fault POST "$UP2_ADMIN" "latency_ms=200"

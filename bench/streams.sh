@@ -15,8 +15,11 @@
 # bench/results/YYYY-MM-DD-HHMM-streams.md. Loopback only; every process started here is
 # stopped on exit; every wait is bounded.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+LOG_TAG=streams
+LOG_CLOCK=1
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 N="${N:-1000}"
 DURATION="${DURATION:-600}"
 SAMPLE="${SAMPLE:-10}"
@@ -28,11 +31,8 @@ MOCK_PORT="${MOCK_PORT:-9301}"; MOCK_ADMIN="${MOCK_ADMIN:-9311}"
 SY_PORT="${SY_PORT:-9302}"; SY_ADMIN="${SY_ADMIN:-9312}"
 RESULTS_DIR="${RESULTS_DIR:-$ROOT/bench/results}"
 READY_TIMEOUT_S="${READY_TIMEOUT_S:-20}"
-export PATH="$HOME/.cargo/bin:$PATH"
 COMMAND="N=$N DURATION=$DURATION SAMPLE=$SAMPLE TOKEN_MS=$TOKEN_MS MAX_TOKENS=$MAX_TOKENS RAMP=$RAMP IDLE_AFTER=$IDLE_AFTER bench/streams.sh"
-log() { printf '[streams %4ss] %s\n' "$(( $(date +%s) - ${T0:-$(date +%s)} ))" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-for tool in curl python3 cargo; do command -v "$tool" >/dev/null || die "$tool is required"; done
+require_tools curl python3 cargo
 
 # Each stream is one fd in the client, two in switchyard (caller and upstream) and one in the
 # mock; children inherit this shell's limit (switchyard and the mock also raise their own soft
@@ -45,65 +45,24 @@ if [[ "$soft" != unlimited && "$soft" -lt "$need" ]]; then
 fi
 log "open-file limit $(ulimit -Sn) (soft), $(ulimit -Hn) (hard)"
 
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-log "building switchyard (release) into $TARGET_DIR"
-(cd "$ROOT" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release --bin switchyard) >&2
-BIN="$TARGET_DIR/release/switchyard"
+build_switchyard
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/switchyard-streams.XXXXXX")"
-PIDS=()
-cleanup() {
-  local rc=$? p
-  trap - EXIT INT TERM
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
-  [[ $rc -ne 0 ]] && for f in "$WORK"/*.log; do [[ -f "$f" ]] && { echo "--- $f" >&2; tail -n 20 "$f" >&2; }; done
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_setup streams
+require_free_ports "MOCK_PORT/MOCK_ADMIN/SY_PORT/SY_ADMIN" "$MOCK_PORT" "$MOCK_ADMIN" "$SY_PORT" "$SY_ADMIN"
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "$MOCK_PORT" "$MOCK_ADMIN" "$SY_PORT" "$SY_ADMIN"; do
-  port_in_use "$p" && die "127.0.0.1:$p is in use"
-done
-
-wait_ok() { # URL: bounded wait for a 200
-  local i
-  for i in $(seq $(( READY_TIMEOUT_S * 20 ))); do
-    [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$1" || true)" == 200 ]] && return 0
-    sleep 0.05
-  done
-  die "$1 not ready within ${READY_TIMEOUT_S}s"
-}
-wait_up() { # URL: bounded wait for any HTTP answer
-  local i
-  for i in $(seq $(( READY_TIMEOUT_S * 20 ))); do
-    [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$1" || true)" != 000 ]] && return 0
-    sleep 0.05
-  done
-  die "$1 not up within ${READY_TIMEOUT_S}s"
-}
-
-"$BIN" mock --port "$MOCK_PORT" --admin-port "$MOCK_ADMIN" --token-interval-ms "$TOKEN_MS" \
+"$SY_BIN" mock --port "$MOCK_PORT" --admin-port "$MOCK_ADMIN" --token-interval-ms "$TOKEN_MS" \
   >"$WORK/mock.log" 2>&1 &
 MOCK_PID=$!; PIDS+=("$MOCK_PID")
-wait_up "http://127.0.0.1:$MOCK_PORT/"
+wait_http "http://127.0.0.1:$MOCK_PORT/" any "$MOCK_PID"
 
 CONFIG="$WORK/switchyard.yaml"
 sed -e "s#127.0.0.1:9101#127.0.0.1:$MOCK_PORT#" \
     -e "s#^listen: .*#listen: 127.0.0.1:$SY_PORT#" \
     -e "s#^admin: .*#admin: 127.0.0.1:$SY_ADMIN#" \
     "$ROOT/bench/switchyard.yaml" >"$CONFIG"
-"$BIN" serve --config "$CONFIG" >"$WORK/switchyard.log" 2>&1 &
+"$SY_BIN" serve --config "$CONFIG" >"$WORK/switchyard.log" 2>&1 &
 SY_PID=$!; PIDS+=("$SY_PID")
-wait_ok "http://127.0.0.1:$SY_ADMIN/readyz"
+wait_http "http://127.0.0.1:$SY_ADMIN/readyz" 200 "$SY_PID"
 log "mock pid $MOCK_PID (${TOKEN_MS} ms per event), switchyard pid $SY_PID on 127.0.0.1:$SY_PORT"
 
 # --- smoke: one short paced stream, to learn how many SSE events a reply of n words has ------
