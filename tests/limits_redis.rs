@@ -374,12 +374,17 @@ async fn settlements_are_written_behind_and_flush_waits_for_every_one() {
 }
 
 #[tokio::test]
-async fn a_batched_token_adjustment_survives_redis_forgetting_its_scripts() {
-    use switchyard::state::{Settle, State, Take};
+async fn batched_settlements_survive_redis_forgetting_its_scripts() {
+    use switchyard::state::{Counter, Settle, State, Take};
     if !need_redis().await {
         return;
     }
     let p = prefix("noscript");
+    let spend = Counter {
+        key: format!("{{{p}}}:spend"),
+        limit: None,
+        ttl: Duration::from_secs(60),
+    };
     let state = redis_state();
     let cell = |cost: i64| Take {
         key: format!("{{{p}}}:tpm"),
@@ -391,7 +396,9 @@ async fn a_batched_token_adjustment_survives_redis_forgetting_its_scripts() {
     assert_eq!(redis_cmd(&["SCRIPT", "FLUSH"]).await.trim(), "+OK");
     // The reply used 59 more tokens than admitted: the cell is now full for a minute.
     state.settle(Settle::Adjust(vec![cell(59)]));
+    state.settle(Settle::Add(vec![spend.clone()], 7));
     state.flush(Duration::from_secs(10)).await;
+    assert_eq!(state.get(vec![spend.key]).await, vec![7]);
     let d = state.admit(vec![cell(1)]).await;
     assert!(!d[0].allowed, "{d:?}");
     assert!(d[0].retry_after > Duration::from_millis(500), "{d:?}");

@@ -115,6 +115,16 @@ return vals
 /// instead (Redis is then too slow to keep up, and the next write says so if it fails).
 const QUEUE_MAX: usize = 65_536;
 
+/// Adds an amount to counters whatever their ceilings ([`Settle::Add`]), in one reply.
+/// KEYS: counters. ARGV: amount, then each counter's TTL ms.
+const ADD: &str = r#"
+for i, key in ipairs(KEYS) do
+  redis.call('INCRBY', key, ARGV[1])
+  redis.call('PEXPIRE', key, ARGV[1 + i])
+end
+return 0
+"#;
+
 /// Shared state in Redis, with a local fallback.
 pub struct RedisState {
     core: Arc<Core>,
@@ -132,6 +142,7 @@ struct Core {
     base: Instant,
     gcra: Script,
     reserve: Script,
+    add: Script,
     queue: Mutex<Queue>,
     /// Rung when the queue gets its first item, or on close.
     bell: Notify,
@@ -188,6 +199,7 @@ impl RedisState {
             base: Instant::now(),
             gcra: Script::new(GCRA),
             reserve: Script::new(RESERVE),
+            add: Script::new(ADD),
             queue: Mutex::default(),
             bell: Notify::new(),
             idle: Notify::new(),
@@ -285,31 +297,31 @@ impl Core {
         )
     }
 
-    /// Writes a batch of settlements in one pipelined round trip (falling back to the local
-    /// state when Redis does not answer).
+    /// The script step of one settlement.
+    fn settle_invocation(&self, change: &Settle) -> ScriptInvocation<'_> {
+        match change {
+            Settle::Adjust(takes) => self.gcra_invocation(takes, true),
+            Settle::Add(counters, amount) => {
+                let mut inv = self.add.prepare_invoke();
+                inv.arg(*amount);
+                for c in counters {
+                    inv.key(&c.key);
+                }
+                for c in counters {
+                    inv.arg(c.ttl.as_millis().max(1) as u64);
+                }
+                inv
+            }
+        }
+    }
+
+    /// Writes a batch of settlements in one pipelined round trip, one script step each
+    /// (falling back to the local state when Redis does not answer).
     async fn write(&self, batch: Vec<Settle>) {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        // Pipeline reply index of each forced GCRA step, with its takes.
-        let mut scripted: Vec<(usize, &[Take])> = Vec::new();
-        let mut replies = 0;
         for change in &batch {
-            match change {
-                Settle::Adjust(takes) => {
-                    pipe.invoke_script(&self.gcra_invocation(takes, true));
-                    scripted.push((replies, takes));
-                    replies += 1;
-                }
-                Settle::Add(counters, amount) => {
-                    for c in counters {
-                        pipe.cmd("INCRBY").arg(&c.key).arg(*amount);
-                        pipe.cmd("PEXPIRE")
-                            .arg(&c.key)
-                            .arg(c.ttl.as_millis().max(1) as u64);
-                        replies += 2;
-                    }
-                }
-            }
+            pipe.invoke_script(&self.settle_invocation(change));
         }
         let mut conn = self.conn.clone();
         let Some(results) = self
@@ -321,15 +333,21 @@ impl Core {
             }
             return;
         };
-        // Redis forgot the script (restarted, or SCRIPT FLUSH): those steps alone again, each
-        // loading it if needed. Nothing else in the batch ran twice.
-        for (i, takes) in scripted {
-            let lost = results.get(i).is_some_and(|r| {
-                r.as_ref()
-                    .is_err_and(|e| e.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript))
-            });
-            if lost && self.gcra_step(takes, true).await.is_none() {
-                self.local.step(takes, true);
+        // Redis forgot the scripts (restarted, or SCRIPT FLUSH): those steps alone again,
+        // each loading its script. Nothing else in the batch runs twice.
+        for (change, result) in batch.into_iter().zip(results) {
+            let lost = result
+                .is_err_and(|e| e.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript));
+            if !lost {
+                continue;
+            }
+            let inv = self.settle_invocation(&change);
+            let mut conn = self.conn.clone();
+            let again = self
+                .shared(inv.invoke_async::<redis::Value>(&mut conn))
+                .await;
+            if again.is_none() {
+                self.local.settle(change);
             }
         }
     }
