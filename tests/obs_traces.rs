@@ -355,6 +355,8 @@ async fn spans_across_a_fallback(protocol: &str) {
     assert_eq!(str_attr(server, "switchyard.request_id"), "req-trace-1");
     assert_eq!(int_attr(server, "switchyard.attempts"), 2);
     assert_eq!(int_attr(server, "http.response.status_code"), 200);
+    assert_eq!(str_attr(server, "http.request.method"), "POST");
+    assert_eq!(str_attr(server, "url.path"), "/v1/chat/completions");
 
     let mut clients: Vec<&&Span> = ours
         .iter()

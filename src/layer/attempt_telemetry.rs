@@ -84,31 +84,25 @@ where
     }
 
     fn call(&mut self, attempt: Attempt) -> Self::Future {
+        // Everything known now is given at creation: one dispatch instead of one per field.
+        let op = attempt.request.op.name();
+        let l = &self.layer;
         let span = tracing::info_span!(
             target: trace::TARGET,
             "attempt",
-            otel.name = tracing::field::Empty,
+            otel.name = format!("{op} {}", l.model),
             otel.kind = "client",
             otel.status_code = tracing::field::Empty,
             error.type = tracing::field::Empty,
-            switchyard.provider = tracing::field::Empty,
+            switchyard.provider = l.series.provider(),
             switchyard.attempt = i64::from(attempt.number),
-            gen_ai.operation.name = tracing::field::Empty,
-            gen_ai.provider.name = tracing::field::Empty,
-            gen_ai.request.model = tracing::field::Empty,
+            gen_ai.operation.name = op,
+            gen_ai.provider.name = &*l.gen_ai,
+            gen_ai.request.model = &*l.model,
             gen_ai.response.model = tracing::field::Empty,
             gen_ai.usage.input_tokens = tracing::field::Empty,
             gen_ai.usage.output_tokens = tracing::field::Empty,
         );
-        if !span.is_disabled() {
-            let op = attempt.request.op.name();
-            let l = &self.layer;
-            span.record("otel.name", format!("{op} {}", l.model));
-            span.record("gen_ai.operation.name", op);
-            span.record("gen_ai.provider.name", &*l.gen_ai);
-            span.record("gen_ai.request.model", &*l.model);
-            span.record("switchyard.provider", l.series.provider());
-        }
         let inner = {
             let _enter = span.enter();
             self.inner.call(attempt)

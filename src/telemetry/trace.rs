@@ -272,17 +272,23 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let method = req.method().as_str();
+        let request_id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok());
+        // Everything known now is given at creation: one dispatch instead of one per field.
         let span = tracing::info_span!(
             target: TARGET,
             "request",
-            otel.name = tracing::field::Empty,
+            otel.name = method,
             otel.kind = "server",
             otel.status_code = tracing::field::Empty,
-            http.request.method = tracing::field::Empty,
-            url.path = tracing::field::Empty,
+            http.request.method = method,
+            url.path = req.uri().path(),
             http.response.status_code = tracing::field::Empty,
             error.type = tracing::field::Empty,
-            switchyard.request_id = tracing::field::Empty,
+            switchyard.request_id = request_id,
             switchyard.route = tracing::field::Empty,
             switchyard.attempts = tracing::field::Empty,
             gen_ai.operation.name = tracing::field::Empty,
@@ -295,16 +301,6 @@ where
         if !span.is_disabled() {
             let parent = TraceContextPropagator::new().extract(&HeaderExtractor(req.headers()));
             let _ = span.set_parent(parent);
-            span.record("otel.name", req.method().as_str());
-            span.record("http.request.method", req.method().as_str());
-            span.record("url.path", req.uri().path());
-            if let Some(id) = req
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-            {
-                span.record("switchyard.request_id", id);
-            }
         }
         self.inner.call(req).instrument(span)
     }
