@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::{BoxFuture, Either};
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use tower::{Layer, Service};
 
 use crate::ir::{
@@ -266,40 +266,50 @@ impl Limiter {
 
 /// OpenAI's duration style for `x-ratelimit-reset-*`: `1m30s`, `6s`, `120ms`.
 fn human(d: Duration) -> String {
+    use std::fmt::Write as _;
     let ms = d.as_millis();
+    let mut out = String::with_capacity(12);
     if ms < 1000 {
-        return format!("{}ms", ms.max(1));
+        let _ = write!(out, "{}ms", ms.max(1));
+        return out;
     }
     let secs = d.as_secs_f64().ceil() as u64;
-    match (secs / 3600, secs % 3600 / 60, secs % 60) {
-        (0, 0, s) => format!("{s}s"),
-        (0, m, s) => format!("{m}m{s}s"),
-        (h, m, s) => format!("{h}h{m}m{s}s"),
-    }
+    let _ = match (secs / 3600, secs % 3600 / 60, secs % 60) {
+        (0, 0, s) => write!(out, "{s}s"),
+        (0, m, s) => write!(out, "{m}m{s}s"),
+        (h, m, s) => write!(out, "{h}h{m}m{s}s"),
+    };
+    out
 }
 
 type Cell<'a> = Option<(&'a (String, u64), Decision)>;
 
+/// `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, as OpenAI names them.
+const HEADER_NAMES: [[HeaderName; 3]; 2] = [
+    [
+        HeaderName::from_static("x-ratelimit-limit-requests"),
+        HeaderName::from_static("x-ratelimit-remaining-requests"),
+        HeaderName::from_static("x-ratelimit-reset-requests"),
+    ],
+    [
+        HeaderName::from_static("x-ratelimit-limit-tokens"),
+        HeaderName::from_static("x-ratelimit-remaining-tokens"),
+        HeaderName::from_static("x-ratelimit-reset-tokens"),
+    ],
+];
+
 fn headers(rpm: Cell<'_>, tpm: Cell<'_>) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    for (cell, what) in [(rpm, "requests"), (tpm, "tokens")] {
+    let mut h = HeaderMap::with_capacity(6);
+    for (cell, [limit_name, remaining_name, reset_name]) in [rpm, tpm].into_iter().zip(HEADER_NAMES)
+    {
         let Some(((_, limit), d)) = cell else {
             continue;
         };
-        let mut put = |name: &str, v: String| {
-            if let (Ok(n), Ok(v)) = (
-                http::HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(&v),
-            ) {
-                h.insert(n, v);
-            }
-        };
-        put(&format!("x-ratelimit-limit-{what}"), limit.to_string());
-        put(
-            &format!("x-ratelimit-remaining-{what}"),
-            d.remaining.to_string(),
-        );
-        put(&format!("x-ratelimit-reset-{what}"), human(d.reset_after));
+        h.insert(limit_name, HeaderValue::from(*limit));
+        h.insert(remaining_name, HeaderValue::from(d.remaining));
+        if let Ok(v) = HeaderValue::try_from(human(d.reset_after)) {
+            h.insert(reset_name, v);
+        }
     }
     h
 }
