@@ -276,8 +276,7 @@ where
             .cloned()
             .unwrap_or_else(Principal::anonymous);
         let policy = req.meta.extensions.get::<Arc<KeyPolicy>>().cloned();
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::layer::take_ready(&mut self.inner);
         let layer = self.layer.clone();
         Either::Right(Box::pin(async move {
             let estimate = TokenEstimate::of(&req.op);

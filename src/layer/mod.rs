@@ -9,3 +9,10 @@ pub mod budget;
 pub mod ratelimit;
 pub mod retry;
 pub mod usage;
+
+/// The inner service that `poll_ready` readied, for a call whose future outlives `&mut self`;
+/// a fresh clone takes its place (the Tower idiom for services moved into a future).
+pub(crate) fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
+}

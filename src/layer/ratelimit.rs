@@ -378,8 +378,7 @@ where
             return Either::Left(self.inner.call(req));
         };
         // Call the clone that was polled ready; leave a fresh one behind.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::layer::take_ready(&mut self.inner);
         Either::Right(Box::pin(async move {
             let op = req.op.clone();
             limiter.around(&op, inner.call(req)).await
@@ -442,8 +441,7 @@ where
         let Some(limiter) = self.limiter.clone() else {
             return Either::Left(self.inner.call(attempt));
         };
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::layer::take_ready(&mut self.inner);
         Either::Right(Box::pin(async move {
             let request = attempt.request.clone();
             // The caller never sees these headers: a refusal here only moves the attempt on.
