@@ -119,6 +119,10 @@ keys:
     rpm: 100000000
     tpm: 100000000000
     budget_usd_per_day: 1000000
+# Priced, so every reply is charged to the key's and the team's spend (as in production).
+prices:
+  echo: {input: 1.0, output: 2.0}
+  lorem: {input: 1.0, output: 2.0}
 YAML
 } >"$WORK/switchyard-full.yaml"
 log "starting switchyard (full) on 127.0.0.1:$FULL_PORT (admin 127.0.0.1:$FULL_ADMIN_PORT, Redis $REDIS_URL)"
