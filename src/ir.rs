@@ -448,6 +448,25 @@ pub enum StreamEvent {
     },
     /// Token usage for the whole reply.
     Usage(Usage),
+    /// An upstream event forwarded in its own bytes to a caller that speaks the upstream's
+    /// format (no re-serialising; fields the IR has no place for, such as `logprobs`, reach
+    /// the caller), with what it says as IR events for accounting and for other encoders.
+    Verbatim {
+        /// The whole SSE event as received, blank line included.
+        frame: bytes::Bytes,
+        /// What it says.
+        events: Vec<StreamEvent>,
+    },
+}
+
+impl StreamEvent {
+    /// Calls `f` on this event, or on each event a [`StreamEvent::Verbatim`] carries.
+    pub fn for_each(&self, mut f: impl FnMut(&StreamEvent)) {
+        match self {
+            StreamEvent::Verbatim { events, .. } => events.iter().for_each(f),
+            ev => f(ev),
+        }
+    }
 }
 
 /// A streamed reply.
@@ -1215,14 +1234,15 @@ impl Stream for SettledStream {
                 if self.first_event_at.is_none() {
                     self.first_event_at = Some(Instant::now());
                 }
-                match ev {
-                    StreamEvent::Usage(u) => self.usage = Some(*u),
-                    StreamEvent::TextDelta { text, .. } => self.streamed_bytes += text.len() as u64,
+                let this = &mut *self;
+                ev.for_each(|ev| match ev {
+                    StreamEvent::Usage(u) => this.usage = Some(*u),
+                    StreamEvent::TextDelta { text, .. } => this.streamed_bytes += text.len() as u64,
                     StreamEvent::ToolCallDelta { arguments, .. } => {
-                        self.streamed_bytes += arguments.len() as u64
+                        this.streamed_bytes += arguments.len() as u64
                     }
                     _ => {}
-                }
+                });
             }
             Some(Err(e)) => {
                 self.error = Some(e.kind);

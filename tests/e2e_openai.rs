@@ -645,3 +645,43 @@ async fn builtin_mock_calls_a_tool_when_tools_are_given() {
     .expect("arguments are JSON");
     assert!(args["city"].is_string(), "{args}");
 }
+
+#[tokio::test]
+async fn a_streamed_reply_reaches_an_openai_caller_in_the_upstreams_own_bytes() {
+    // Fields switchyard has no place for (logprobs, system_fingerprint) reach the caller as
+    // OpenAI sent them: chunks are forwarded, not re-serialised.
+    let chunk = |delta: &str, logprobs: &str, finish: &str| {
+        format!(
+            "data: {{\"id\":\"chatcmpl-lp\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"gpt-up\",\"system_fingerprint\":\"fp_x\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"logprobs\":{logprobs},\"finish_reason\":{finish}}}],\"usage\":null}}\n\n"
+        )
+    };
+    let forwarded = [
+        chunk(r#"{"role":"assistant","content":""}"#, "null", "null"),
+        chunk(
+            r#"{"content":"Hi"}"#,
+            r#"{"content":[{"token":"Hi","logprob":-0.25,"bytes":[72,105],"top_logprobs":[]}],"refusal":null}"#,
+            "null",
+        ),
+        chunk("{}", "null", "\"stop\""),
+    ]
+    .concat();
+    let usage = "data: {\"id\":\"chatcmpl-lp\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"gpt-up\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1,\"total_tokens\":6}}\n\n";
+    let up = Upstream::start([sse([format!("{forwarded}{usage}data: [DONE]\n\n")])]).await;
+    let gw = gateway(&one_provider(&up.url_with("v1"), "sk-test-primary", "")).await;
+
+    let resp = gw
+        .chat(&json!({
+            "model": "chat-default",
+            "messages": [{"role": "user", "content": "Hi"}],
+            "stream": true,
+            "logprobs": true
+        }))
+        .await;
+
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    // Byte for byte, then no usage chunk (the caller did not ask for one), then [DONE].
+    assert_eq!(resp.text(), format!("{forwarded}data: [DONE]\n\n"));
+    let sent = up.only_call().json();
+    assert_eq!(sent["logprobs"], true);
+    assert_eq!(sent["stream_options"], json!({"include_usage": true}));
+}

@@ -86,8 +86,13 @@ async fn chat(addr: std::net::SocketAddr, model: &str) -> u16 {
     status
 }
 
+/// The reload counters are the process's, and tests run in parallel: the tests that reload
+/// take turns, so that one's reloads are not counted in the other's assertions.
+static RELOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn configmap_and_secret_swaps_reload_and_a_bad_version_is_refused() {
+    let _turn = RELOADING.lock().await;
     let up = upstream::start().await;
     let tmp = tempfile::tempdir().unwrap();
     let mut secrets = Mount::new(&tmp.path().join("secrets"), &[("api-key", "key-1\n")]);
@@ -176,6 +181,7 @@ async fn configmap_and_secret_swaps_reload_and_a_bad_version_is_refused() {
 /// the watcher on every write nor keeps it from seeing the config change.
 #[tokio::test]
 async fn a_busy_config_directory_does_not_starve_reloads() {
+    let _turn = RELOADING.lock().await;
     let up = upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("api-key");

@@ -270,7 +270,7 @@ impl Stream for Watched {
         if let Some(Ok(ev)) = &item {
             // Held for a field update, never across an await.
             if let Ok(mut seen) = self.seen.lock() {
-                match ev {
+                ev.for_each(|ev| match ev {
                     StreamEvent::Start { model, .. } => seen.model = Some(model.clone()),
                     StreamEvent::Finish { reason, .. } => seen.finish.push(finish_str(reason)),
                     StreamEvent::TextDelta { text, .. } => {
@@ -279,7 +279,7 @@ impl Stream for Watched {
                         }
                     }
                     _ => {}
-                }
+                });
             }
         }
         Poll::Ready(item)

@@ -322,7 +322,9 @@ impl Provider {
             let decoder = match self.kind {
                 ProviderKind::Anthropic => anthropic::stream_decoder(),
                 ProviderKind::Gemini => gemini::stream_decoder(model),
-                _ => openai::stream_decoder(),
+                _ => openai::stream_decoder(
+                    attempt.request.meta.surface == crate::ir::Format::OpenAi,
+                ),
             };
             let mut events =
                 client::UpstreamStream::new(resp.into_body(), decoder, h.timeouts.idle);

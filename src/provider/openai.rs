@@ -63,6 +63,11 @@ pub(super) fn decode(
     }
 }
 
-pub(super) fn stream_decoder() -> Box<dyn wire::StreamDecoder> {
-    Box::new(openai::StreamDecoder::new())
+/// `same_format`: the caller speaks OpenAI too, so chunks are forwarded in their own bytes.
+pub(super) fn stream_decoder(same_format: bool) -> Box<dyn wire::StreamDecoder> {
+    Box::new(if same_format {
+        openai::StreamDecoder::verbatim()
+    } else {
+        openai::StreamDecoder::new()
+    })
 }

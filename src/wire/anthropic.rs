@@ -1459,13 +1459,20 @@ impl wire::StreamEncoder for StreamEncoder {
         if self.ended {
             return;
         }
+        // Another format's bytes: what they say is encoded here.
+        if let ir::StreamEvent::Verbatim { events, .. } = ev {
+            for ev in events {
+                self.event(ev, out);
+            }
+            return;
+        }
         if let ir::StreamEvent::Start { id, .. } = ev {
             self.start(id, out);
             return;
         }
         self.start("", out);
         match ev {
-            ir::StreamEvent::Start { .. } => {}
+            ir::StreamEvent::Start { .. } | ir::StreamEvent::Verbatim { .. } => {}
             // Anthropic has one choice; the surface refuses n > 1.
             ir::StreamEvent::TextDelta { choice, .. }
             | ir::StreamEvent::ToolCallStart { choice, .. }

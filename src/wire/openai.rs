@@ -1129,12 +1129,23 @@ struct FunctionDeltaWire<'a> {
 pub struct StreamDecoder {
     started: bool,
     done: bool,
+    verbatim: bool,
 }
 
 impl StreamDecoder {
     /// A decoder at the start of a stream.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A decoder for a caller that speaks OpenAI too: each chunk with choices is also kept in
+    /// its own bytes ([`StreamEvent::Verbatim`]). Usage-only chunks are not (the caller may
+    /// not have asked for usage), nor is `[DONE]` (the encoder closes the stream).
+    pub fn verbatim() -> Self {
+        Self {
+            verbatim: true,
+            ..Self::default()
+        }
     }
 }
 
@@ -1153,6 +1164,13 @@ impl wire::StreamDecoder for StreamDecoder {
         if let Some(e) = c.error {
             return Err(error_from_body(500, e));
         }
+        let first = out.len();
+        let verbatim = self.verbatim
+            && !c.choices.is_empty()
+            && c.usage.is_none()
+            && ev.event.is_empty()
+            && ev.id.is_none()
+            && !data.contains('\n');
         if !self.started {
             self.started = true;
             out.push(StreamEvent::Start {
@@ -1206,6 +1224,17 @@ impl wire::StreamDecoder for StreamDecoder {
         }
         if let Some(u) = c.usage {
             out.push(StreamEvent::Usage(u.into()));
+        }
+        if verbatim {
+            let events = out.split_off(first);
+            let mut frame = bytes::BytesMut::with_capacity(data.len() + 8);
+            frame.extend_from_slice(b"data: ");
+            frame.extend_from_slice(data.as_bytes());
+            frame.extend_from_slice(b"\n\n");
+            out.push(StreamEvent::Verbatim {
+                frame: frame.freeze(),
+                events,
+            });
         }
         Ok(())
     }
@@ -1405,6 +1434,21 @@ impl wire::StreamEncoder for StreamEncoder {
             }
             // OpenAI sends usage last, after every finish chunk: hold it until the end.
             StreamEvent::Usage(u) => self.usage = Some(*u),
+            // Already in this format: forwarded as is; what later chunks need is kept.
+            StreamEvent::Verbatim { frame, events } => {
+                for ev in events {
+                    match ev {
+                        StreamEvent::Start { id, model, created } => {
+                            self.id.clone_from(id);
+                            self.model.clone_from(model);
+                            self.created = *created;
+                        }
+                        StreamEvent::Usage(u) => self.usage = Some(*u),
+                        _ => {}
+                    }
+                }
+                out.extend_from_slice(frame);
+            }
         }
     }
 

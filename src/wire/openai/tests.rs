@@ -353,3 +353,110 @@ fn trailing_bytes_after_the_request_are_refused() {
         "trailing whitespace is fine"
     );
 }
+
+/// A stream as OpenAI sends it with `logprobs` and `include_usage` asked upstream: fields the
+/// IR has no place for (`logprobs`, `system_fingerprint`, `obfuscation`), `"usage":null` on
+/// every chunk, a usage-only chunk last.
+const RICH_STREAM: &str = concat!(
+    "data: {\"id\":\"chatcmpl-9\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-2024-08-06\",\"system_fingerprint\":\"fp_1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null},\"logprobs\":{\"content\":[],\"refusal\":null},\"finish_reason\":null}],\"usage\":null,\"obfuscation\":\"a1\"}\n\n",
+    "data: {\"id\":\"chatcmpl-9\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-2024-08-06\",\"system_fingerprint\":\"fp_1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"logprobs\":{\"content\":[{\"token\":\"Hi\",\"logprob\":-0.01,\"bytes\":[72,105],\"top_logprobs\":[]}],\"refusal\":null},\"finish_reason\":null}],\"usage\":null,\"obfuscation\":\"b22\"}\n\n",
+    "data: {\"id\":\"chatcmpl-9\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-2024-08-06\",\"system_fingerprint\":\"fp_1\",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
+    "data: {\"id\":\"chatcmpl-9\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-2024-08-06\",\"system_fingerprint\":\"fp_1\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":1,\"total_tokens\":10}}\n\n",
+    "data: [DONE]\n\n",
+);
+
+fn relay(
+    decoder: &mut StreamDecoder,
+    encoder: &mut StreamEncoder,
+    input: &[u8],
+) -> Vec<StreamEvent> {
+    let mut parser = sse::Parser::default();
+    let (mut events, mut out) = (Vec::new(), BytesMut::new());
+    parser.push(input);
+    while let Some(ev) = parser.next_event().unwrap() {
+        let mut batch = Vec::new();
+        decoder.event(&ev, &mut batch).unwrap();
+        for e in batch {
+            encoder.event(&e, &mut out);
+            events.push(e);
+        }
+    }
+    encoder.finish(&mut out);
+    events.push(StreamEvent::Verbatim {
+        frame: out.freeze(),
+        events: Vec::new(),
+    });
+    events
+}
+
+#[test]
+fn a_same_format_stream_is_forwarded_in_its_own_bytes() {
+    let chunks: Vec<&str> = RICH_STREAM.split_inclusive("\n\n").collect();
+    for include_usage in [true, false] {
+        let mut events = relay(
+            &mut StreamDecoder::verbatim(),
+            &mut StreamEncoder::new(include_usage),
+            RICH_STREAM.as_bytes(),
+        );
+        let Some(StreamEvent::Verbatim { frame: out, .. }) = events.pop() else {
+            unreachable!()
+        };
+        let out = std::str::from_utf8(&out).unwrap();
+        // The three chunks with choices go out byte for byte: logprobs and all.
+        let forwarded = chunks[..3].concat();
+        assert!(out.starts_with(&forwarded), "{out}");
+        let rest = &out[forwarded.len()..];
+        if include_usage {
+            // The usage chunk is the encoder's own, with the upstream's id and model.
+            let (usage, done) = rest.split_once("\n\n").unwrap();
+            let v: serde_json::Value =
+                serde_json::from_str(usage.strip_prefix("data: ").unwrap()).unwrap();
+            assert_eq!(v["id"], "chatcmpl-9");
+            assert_eq!(v["model"], "gpt-4o-2024-08-06");
+            assert_eq!(v["choices"], serde_json::json!([]));
+            assert_eq!(v["usage"]["total_tokens"], 10);
+            assert_eq!(done, "data: [DONE]\n\n");
+        } else {
+            assert_eq!(rest, "data: [DONE]\n\n", "no usage chunk unless asked");
+        }
+        // What the chunks say reaches accounting as IR events, as a translated stream's would.
+        let mut seen = Vec::new();
+        for e in &events {
+            e.for_each(|e| seen.push(e.clone()));
+        }
+        assert!(
+            matches!(&seen[0], StreamEvent::Start { model, .. } if model == "gpt-4o-2024-08-06")
+        );
+        assert!(seen.contains(&StreamEvent::TextDelta {
+            choice: 0,
+            text: "Hi".into()
+        }));
+        assert!(seen.contains(&StreamEvent::Finish {
+            choice: 0,
+            reason: FinishReason::Stop
+        }));
+        assert!(matches!(seen.last(), Some(StreamEvent::Usage(u)) if u.output_tokens == 1));
+    }
+}
+
+#[test]
+fn another_format_encodes_what_verbatim_chunks_say() {
+    let mut dec = StreamDecoder::verbatim();
+    let mut enc = crate::wire::anthropic::StreamEncoder::new("claude-relay");
+    let mut parser = sse::Parser::default();
+    let mut out = BytesMut::new();
+    parser.push(RICH_STREAM.as_bytes());
+    while let Some(ev) = parser.next_event().unwrap() {
+        let mut batch = Vec::new();
+        dec.event(&ev, &mut batch).unwrap();
+        for e in &batch {
+            enc.event(e, &mut out);
+        }
+    }
+    enc.finish(&mut out);
+    let text = std::str::from_utf8(&out).unwrap();
+    assert!(text.contains("\"text_delta\""), "{text}");
+    assert!(text.contains("\"Hi\""), "{text}");
+    assert!(text.contains("event: message_stop"), "{text}");
+    assert!(!text.contains("chat.completion.chunk"), "{text}");
+}
