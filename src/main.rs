@@ -160,56 +160,30 @@ fn load(path: Option<&PathBuf>) -> Result<Config, String> {
     }
 }
 
-/// Gives freed heap back to the system: glibc keeps the pages of freed allocations (a
-/// thousand streams' buffers, say) mapped, so RSS stays at a burst's peak long after it and
-/// creeps up under steady churn. Once a second the in-flight gauge is read: when it falls to an
-/// eighth of the peak seen since the last trim (and that peak was a burst), `malloc_trim`
-/// returns the free pages; under steady load it also runs once a minute if RSS has grown by
-/// 2 MiB since the last trim. It runs on the blocking pool: it holds the allocator's locks
-/// while it works (well under a millisecond for tens of MiB).
+/// Gives freed heap back to the system after a burst: glibc keeps the pages of freed
+/// allocations (a thousand streams' buffers, say) mapped, so RSS would stay at the burst's
+/// peak long after it. Once a second the in-flight gauge is read; when it falls to an eighth
+/// of the peak seen since the last trim (and that peak was a burst), `malloc_trim` returns
+/// the free pages. It runs on the blocking pool: it holds the allocator's locks while it works.
 fn trim_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     tokio::spawn(async {
         /// In-flight requests that make a burst worth trimming after.
         const BURST: i64 = 32;
-        /// RSS growth under steady load that is worth a trim.
-        const GROWTH_BYTES: u64 = 2 << 20;
-        /// Seconds between two looks at RSS.
-        const RSS_EVERY: u32 = 60;
-        let trim = || async {
-            // SAFETY: malloc_trim only walks and releases the allocator's own free lists.
-            let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
-            rss_bytes()
-        };
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (mut peak, mut seconds, mut after_trim) = (0, 0, rss_bytes());
+        let mut peak = 0;
         loop {
             tick.tick().await;
             let now = switchyard::telemetry::metrics::inflight().get();
             peak = peak.max(now);
-            seconds += 1;
             if peak >= BURST && now <= peak / 8 {
                 peak = now;
-                after_trim = trim().await;
-            } else if seconds % RSS_EVERY == 0 && rss_bytes() > after_trim + GROWTH_BYTES {
-                after_trim = trim().await;
+                // SAFETY: malloc_trim only walks and releases the allocator's own free lists.
+                let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
             }
         }
     });
-}
-
-/// Resident set size of this process (0 when unknown).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn rss_bytes() -> u64 {
-    // statm: size resident shared text lib data dt, in pages.
-    let pages = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    pages * u64::try_from(page).unwrap_or(4096)
 }
 
 fn main() -> ExitCode {
