@@ -189,16 +189,11 @@ impl Ledger {
         ]
     }
 
-    fn unlimited(mut counters: Vec<Counter>) -> Vec<Counter> {
-        for c in &mut counters {
-            c.limit = None;
-        }
-        counters
-    }
-
-    /// Adds `amount` (may be negative) without waiting: settlement hooks are synchronous.
-    fn add_later(&self, counters: Vec<Counter>, amount: i64) {
+    /// Adds `amount` (may be negative) to a key's or team's spend without waiting
+    /// (settlement hooks are synchronous); nothing to do for nothing spent.
+    fn add_later(&self, scope: &str, name: &str, w: &Windows, amount: i64) {
         if amount != 0 {
+            let counters = self.counters(scope, name, w, [None, None]);
             self.state.settle(Settle::Add(counters, amount));
         }
     }
@@ -286,17 +281,13 @@ where
                 policy.as_ref().and_then(|p| p.budget_usd_per_day),
                 policy.as_ref().and_then(|p| p.budget_usd_per_month),
             ];
-            let key_counters = layer.ledger.counters("k", &principal.key_name, &w, limits);
             let reserved = if limits.iter().any(Option::is_some) {
+                let key_counters = layer.ledger.counters("k", &principal.key_name, &w, limits);
                 let estimated = layer
                     .prices
                     .usd(&public_model, &usage_of(estimate))
                     .map_or(0, nano);
-                let r = layer
-                    .ledger
-                    .state
-                    .reserve(key_counters.clone(), estimated)
-                    .await;
+                let r = layer.ledger.state.reserve(key_counters, estimated).await;
                 if !r.allowed {
                     let names = ["budget_usd_per_day", "budget_usd_per_month"];
                     let ends = [w.day_ends, w.month_ends];
@@ -320,19 +311,17 @@ where
             } else {
                 0
             };
-            let key_counters = Ledger::unlimited(key_counters);
             let reply = match inner.call(req).await {
                 Ok(r) => r,
                 Err(e) => {
-                    layer.ledger.add_later(key_counters, -reserved);
+                    layer
+                        .ledger
+                        .add_later("k", &principal.key_name, &w, -reserved);
                     return Err(e);
                 }
             };
             let json_output = json_output_estimate(&reply);
             let served = reply.served_by.as_ref().map(|s| s.model.clone());
-            let team_counters = layer
-                .ledger
-                .counters("t", &principal.team, &w, [None, None]);
             Ok(reply.on_settle(move |s| {
                 let used = estimate.settle(s, is_stream, json_output);
                 let cost = served
@@ -340,8 +329,9 @@ where
                     .and_then(|m| layer.prices.usd(m, &used))
                     .or_else(|| layer.prices.usd(&public_model, &used))
                     .map_or(0, nano);
-                layer.ledger.add_later(key_counters, cost - reserved);
-                layer.ledger.add_later(team_counters, cost);
+                let ledger = &layer.ledger;
+                ledger.add_later("k", &principal.key_name, &w, cost - reserved);
+                ledger.add_later("t", &principal.team, &w, cost);
             }))
         }))
     }
