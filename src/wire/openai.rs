@@ -1227,12 +1227,8 @@ impl wire::StreamDecoder for StreamDecoder {
         }
         if verbatim {
             let events = out.split_off(first);
-            let mut frame = bytes::BytesMut::with_capacity(data.len() + 8);
-            frame.extend_from_slice(b"data: ");
-            frame.extend_from_slice(data.as_bytes());
-            frame.extend_from_slice(b"\n\n");
             out.push(StreamEvent::Verbatim {
-                frame: frame.freeze(),
+                frame: sse::event_bytes(None, data),
                 events,
             });
         }
@@ -1347,6 +1343,19 @@ impl StreamEncoder {
         }
     }
 
+    /// Keeps what the chunks after `ev` need: the reply's id, model and time, and its usage.
+    fn remember(&mut self, ev: &StreamEvent) {
+        match ev {
+            StreamEvent::Start { id, model, created } => {
+                self.id.clone_from(id);
+                self.model.clone_from(model);
+                self.created = *created;
+            }
+            StreamEvent::Usage(u) => self.usage = Some(*u),
+            _ => {}
+        }
+    }
+
     fn chunk<C: Serialize>(&self, out: &mut BytesMut, choices: C, usage: UsageField) {
         let usage = match usage {
             UsageField::Absent if self.include_usage => UsageField::Null,
@@ -1377,11 +1386,10 @@ impl StreamEncoder {
 
 impl wire::StreamEncoder for StreamEncoder {
     fn event(&mut self, ev: &StreamEvent, out: &mut BytesMut) {
+        // What later chunks need, whether this event is written here or forwarded as received.
+        ev.for_each(|ev| self.remember(ev));
         match ev {
-            StreamEvent::Start { id, model, created } => {
-                self.id.clone_from(id);
-                self.model.clone_from(model);
-                self.created = *created;
+            StreamEvent::Start { .. } => {
                 let d = RoleDelta {
                     role: "assistant",
                     content: "",
@@ -1432,23 +1440,10 @@ impl wire::StreamEncoder for StreamEncoder {
             StreamEvent::Finish { choice, reason } => {
                 self.delta(out, *choice, EmptyDelta {}, Some(finish_reason_str(reason)));
             }
-            // OpenAI sends usage last, after every finish chunk: hold it until the end.
-            StreamEvent::Usage(u) => self.usage = Some(*u),
-            // Already in this format: forwarded as is; what later chunks need is kept.
-            StreamEvent::Verbatim { frame, events } => {
-                for ev in events {
-                    match ev {
-                        StreamEvent::Start { id, model, created } => {
-                            self.id.clone_from(id);
-                            self.model.clone_from(model);
-                            self.created = *created;
-                        }
-                        StreamEvent::Usage(u) => self.usage = Some(*u),
-                        _ => {}
-                    }
-                }
-                out.extend_from_slice(frame);
-            }
+            // OpenAI sends usage last, after every finish chunk: held (above) until the end.
+            StreamEvent::Usage(_) => {}
+            // Already in this format: forwarded as is.
+            StreamEvent::Verbatim { frame, .. } => out.extend_from_slice(frame),
         }
     }
 
