@@ -171,11 +171,6 @@ impl State for MemoryState {
         Box::pin(future::ready(self.step(&takes, false)))
     }
 
-    fn adjust(&self, takes: Vec<Take>) -> BoxFuture<'_, ()> {
-        self.step(&takes, true);
-        Box::pin(future::ready(()))
-    }
-
     fn reserve(&self, counters: Vec<Counter>, amount: i64) -> BoxFuture<'_, Reserved> {
         Box::pin(future::ready(self.reserve_now(&counters, amount)))
     }

@@ -32,7 +32,7 @@ pub struct Take {
     pub key: String,
     /// Units per minute; also the burst (a whole minute's allowance may be taken at once).
     pub limit: u64,
-    /// Units taken; negative when [`State::adjust`] gives back an over-estimate.
+    /// Units taken; negative when a [`Settle::Adjust`] gives back an over-estimate.
     pub cost: i64,
 }
 
@@ -72,7 +72,8 @@ pub struct Reserved {
 /// A change nobody waits for: settling a request once its actual usage is known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settle {
-    /// Unconditional GCRA takes (a refund when a cost is negative), as [`State::adjust`].
+    /// Unconditional GCRA takes (reconciling an estimate with actual usage; a refund when a
+    /// cost is negative).
     Adjust(Vec<Take>),
     /// Adds an amount (may be negative) to counters, whatever their ceilings.
     Add(Vec<Counter>, i64),
@@ -87,8 +88,6 @@ pub struct StateError(pub String);
 pub trait State: Send + Sync + 'static {
     /// All-or-nothing GCRA: when every take fits, all are taken; otherwise none is.
     fn admit(&self, takes: Vec<Take>) -> BoxFuture<'_, Vec<Decision>>;
-    /// Applies takes unconditionally (reconciling an estimate with actual usage).
-    fn adjust(&self, takes: Vec<Take>) -> BoxFuture<'_, ()>;
     /// All-or-nothing: adds `amount` to every counter when no ceiling would be crossed.
     fn reserve(&self, counters: Vec<Counter>, amount: i64) -> BoxFuture<'_, Reserved>;
     /// Current values of counters (0 when absent).

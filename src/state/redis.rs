@@ -277,8 +277,9 @@ impl Core {
         inv
     }
 
-    async fn gcra_step(&self, takes: &[Take], force: bool) -> Option<Vec<Decision>> {
-        let inv = self.gcra_invocation(takes, force);
+    /// An all-or-nothing admission step; forced steps are settlements ([`Self::write`]).
+    async fn gcra_step(&self, takes: &[Take]) -> Option<Vec<Decision>> {
+        let inv = self.gcra_invocation(takes, false);
         let mut conn = self.conn.clone();
         let flat: Vec<i64> = self.shared(inv.invoke_async(&mut conn)).await?;
         if flat.len() != takes.len() * 4 {
@@ -392,17 +393,9 @@ impl Drop for Core {
 impl State for RedisState {
     fn admit(&self, takes: Vec<Take>) -> BoxFuture<'_, Vec<Decision>> {
         Box::pin(async move {
-            match self.core.gcra_step(&takes, false).await {
+            match self.core.gcra_step(&takes).await {
                 Some(d) => d,
                 None => self.core.local.step(&takes, false),
-            }
-        })
-    }
-
-    fn adjust(&self, takes: Vec<Take>) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            if self.core.gcra_step(&takes, true).await.is_none() {
-                self.core.local.step(&takes, true);
             }
         })
     }
