@@ -174,8 +174,6 @@ impl ConfigWatch {
     }
 }
 
-/// The config file and every `file:` secret path its text mentions (comments included: a
-/// superset costs one more directory watch at most).
 /// Whether an event's paths touch a watched file: one of `names`, a Kubernetes atomic-writer
 /// entry (`..data`, `..2026_11_23_...`), or no file at all (the directory itself).
 fn concerns(paths: &[PathBuf], names: &RwLock<HashSet<OsString>>) -> bool {
@@ -187,6 +185,8 @@ fn concerns(paths: &[PathBuf], names: &RwLock<HashSet<OsString>>) -> bool {
         })
 }
 
+/// The config file and every `file:` secret path its text mentions (comments included: a
+/// superset costs one more directory watch at most).
 fn files(config: &Path) -> Vec<PathBuf> {
     let mut out = vec![config.to_path_buf()];
     if let Ok(text) = std::fs::read_to_string(config) {

@@ -217,7 +217,7 @@ where
         .into();
     let ep = endpoint(&parts.method, parts.uri.path(), &parts.headers);
     let format = ep.format();
-    // A client that never finishes its body (slowloris) must not hold the request forever.
+    // The read ends at `body_timeout` (a slowloris body), or over the size limit.
     let read = match body.await {
         Ok(r) => r,
         Err(_) => {
