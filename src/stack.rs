@@ -12,8 +12,10 @@
 //!                                                      GenAiProvider), settlement
 //! Auth                  ir::Principal, Arc<KeyPolicy>  ir::CallerKey, op.model
 //! Tap                   team in the Tap                ir::Principal
-//! RateLimit             ResponseHeaders (x-ratelimit)  Principal (key rpm/tpm)
-//! Budget                - (spend settles on_settle)    Principal, Arc<KeyPolicy>
+//! RateLimit             ResponseHeaders (x-ratelimit), Principal (key rpm/tpm),
+//!                       budget::Prepaid                Arc<KeyPolicy>
+//! Budget                - (spend settles on_settle)    Principal, Arc<KeyPolicy>,
+//!                                                      budget::Prepaid
 //! Route                 ir::Plan in meta.extensions    op.model, ir::RequiredTags
 //! Balance               reorders ir::Plan              ir::Plan, TargetStats
 //! Tap                   route label in the Tap         ir::Plan
@@ -242,6 +244,7 @@ pub fn build(
     let prices = Arc::new(Prices::from_config(&config.prices));
     let routes: SharedRoutes =
         Arc::new(ArcSwap::from_pointee(routes_with(config, control, &make)?));
+    let budget = BudgetLayer::new(state.clone(), prefix, prices.clone());
     let service = ServiceBuilder::new()
         // A bug in one request answers 500 in the caller's format instead of killing the
         // connection (and every stream multiplexed on it).
@@ -269,10 +272,12 @@ pub fn build(
         // Tells the usage layer the caller's team, so a rate-limit or budget refusal below is
         // counted for it.
         .layer(TapLayer::new(routes.clone()))
-        // Per-key rpm/tpm against the shared state: refused before any budget is reserved.
-        .layer(RateLimitLayer::new(state.clone(), prefix, &keys))
-        // Spend: reserved before, debited with the actual cost when the reply settles.
-        .layer(BudgetLayer::new(state.clone(), prefix, prices.clone()))
+        // Per-key rpm/tpm against the shared state, in one step with the budget reservation
+        // below (one Redis round trip): a request refused by either takes nothing.
+        .layer(RateLimitLayer::new(state.clone(), prefix, &keys).with_budget(budget.clone()))
+        // Spend: reserved before (above, for a key with limits), debited with the actual cost
+        // when the reply settles.
+        .layer(budget)
         // The model name becomes a plan of targets (unknown model: 404 before any work).
         .layer(RouteLayer::new(routes.clone(), make))
         // The plan is put in the route's strategy order, unavailable targets left out.

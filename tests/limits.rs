@@ -3,6 +3,7 @@
 
 mod admin;
 mod common;
+mod limits_budget;
 
 use serde_json::{json, Value};
 
@@ -193,4 +194,24 @@ models:
         served.push(r.header("x-switchyard-provider").unwrap().to_owned());
     }
     assert_eq!(served, ["small", "small", "big", "big"]);
+}
+
+#[tokio::test]
+async fn a_key_with_rpm_and_a_budget_is_charged_in_one_step() {
+    let g = gateway(
+        "
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+keys:
+  - name: both
+    key: sk-both
+    team: search
+    rpm: 3
+    budget_usd_per_day: 30
+prices:
+  echo: {input: 1000000, output: 0}
+",
+    )
+    .await;
+    limits_budget::taken_together_or_not_at_all(&g, "sk-both").await;
 }

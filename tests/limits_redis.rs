@@ -6,6 +6,7 @@
 
 mod admin;
 mod common;
+mod limits_budget;
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
@@ -161,6 +162,16 @@ async fn a_budget_spent_through_one_instance_is_refused_by_the_other() {
     assert_eq!(s["keys"][0]["spent_usd_today"], 36.0);
     assert_eq!(s["keys"][0]["remaining_usd_today"], 4.0);
     assert_eq!(s["teams"][0]["spent_usd_today"], 36.0);
+}
+
+#[tokio::test]
+async fn a_key_with_rpm_and_a_budget_is_charged_in_one_redis_step() {
+    if !need_redis().await {
+        return;
+    }
+    let extra = "    rpm: 3\n    budget_usd_per_day: 30";
+    let g = gateway(&config(&format!("redis://{REDIS}"), &prefix("both"), extra)).await;
+    limits_budget::taken_together_or_not_at_all(&g, "sk-shared").await;
 }
 
 #[tokio::test]

@@ -3,7 +3,10 @@
 //!
 //! Before the call the request's estimated cost (input estimate + capped output, at the public
 //! model's price when it has one) is *reserved* against the budgets in one atomic step of the
-//! shared state, so concurrent requests cannot all slip under a nearly spent budget. When the
+//! shared state, so concurrent requests cannot all slip under a nearly spent budget. For a key
+//! with rate limits too, the rate-limit layer above makes that reservation in the same step as
+//! its admission ([`Prepaid`]): one round trip to Redis, and a request refused by either takes
+//! nothing from the other. When the
 //! reply settles — a JSON reply at once, a stream at its end or when the caller drops it — the
 //! reservation is replaced by the actual cost of the model that served it (an aborted stream
 //! is charged for what it produced); a failed call gives the reservation back.
@@ -23,7 +26,7 @@ use crate::cost::Prices;
 use crate::ir::{Error, ErrorKind, Principal, Reply, Request};
 use crate::layer::auth::{KeyPolicy, Keys};
 use crate::layer::ratelimit::{json_output_estimate, TokenEstimate};
-use crate::state::{Counter, Settle, SharedState};
+use crate::state::{Counter, Reserved, Settle, SharedState};
 use crate::telemetry::logs::civil;
 
 /// Spend is counted in nano-USD: integers, exact, and far from overflow (9.2 billion USD).
@@ -214,7 +217,79 @@ impl BudgetLayer {
             prices,
         }
     }
+
+    /// What `req` must reserve before the call: its estimated cost against its key's day and
+    /// month budgets. `None` when the operation names no model or the key has no budget.
+    pub fn reservation(&self, req: &Request) -> Option<Reservation> {
+        let model = req.op.model()?;
+        let policy = req.meta.extensions.get::<Arc<KeyPolicy>>()?;
+        let limits = [policy.budget_usd_per_day, policy.budget_usd_per_month];
+        if limits.iter().all(Option::is_none) {
+            return None;
+        }
+        let key = policy.principal.key_name.clone();
+        let w = Windows::now();
+        let counters = self.ledger.counters("k", &key, &w, limits);
+        let estimate = usage_of(TokenEstimate::of(&req.op));
+        let amount = self.prices.usd(model, &estimate).map_or(0, nano);
+        Some(Reservation {
+            counters,
+            amount,
+            limits,
+            windows: w,
+            key,
+        })
+    }
 }
+
+/// A request's reservation against its key's budgets ([`BudgetLayer::reservation`]).
+#[derive(Debug, Clone)]
+pub struct Reservation {
+    /// The key's day and month spend counters, with the budgets as ceilings.
+    pub counters: Vec<Counter>,
+    /// The estimated cost, in nano-USD.
+    pub amount: i64,
+    limits: [Option<f64>; 2],
+    windows: Windows,
+    key: Arc<str>,
+}
+
+impl Reservation {
+    /// The 429 to answer when the step that was to make the reservation did not (`None` when
+    /// it did). It names the budget without room for the amount.
+    pub fn refusal(&self, outcome: &Reserved) -> Option<Error> {
+        if outcome.allowed {
+            return None;
+        }
+        let names = ["budget_usd_per_day", "budget_usd_per_month"];
+        let w = &self.windows;
+        let ends = [w.day_ends, w.month_ends];
+        let spent = |i: usize| outcome.values.get(i).copied().unwrap_or(0);
+        let full = |i: usize| {
+            self.limits[i].is_some_and(|l| spent(i) >= nano(l) || spent(i) + self.amount > nano(l))
+        };
+        // A step refused by its other part (a rate limit) is answered before this is asked;
+        // should no budget be short all the same, the first one set is named.
+        let i = (0..2)
+            .find(|&i| full(i))
+            .or_else(|| (0..2).find(|&i| self.limits[i].is_some()))?;
+        let limit = self.limits[i]?;
+        Some(over_budget(
+            &self.key,
+            names[i],
+            limit,
+            spent(i),
+            w,
+            ends[i],
+        ))
+    }
+}
+
+/// In a request's extensions: its [`Reservation`] was already made, together with the
+/// rate-limit admission in one step of the shared state (one round trip instead of two). The
+/// budget layer then settles it instead of reserving again.
+#[derive(Debug, Clone)]
+pub struct Prepaid(pub Reservation);
 
 impl<S> Layer<S> for BudgetLayer {
     type Service = Budget<S>;
@@ -260,7 +335,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
+    fn call(&mut self, mut req: Request) -> Self::Future {
         let Some(public_model) = req.op.model().map(str::to_owned) else {
             return Either::Left(self.inner.call(req));
         };
@@ -270,46 +345,28 @@ where
             .get::<Principal>()
             .cloned()
             .unwrap_or_else(Principal::anonymous);
-        let policy = req.meta.extensions.get::<Arc<KeyPolicy>>().cloned();
+        let prepaid = req.meta.extensions.remove::<Prepaid>();
         let mut inner = crate::layer::take_ready(&mut self.inner);
         let layer = self.layer.clone();
         Either::Right(Box::pin(async move {
             let estimate = TokenEstimate::of(&req.op);
             let is_stream = req.op.is_stream();
-            let w = Windows::now();
-            let limits = [
-                policy.as_ref().and_then(|p| p.budget_usd_per_day),
-                policy.as_ref().and_then(|p| p.budget_usd_per_month),
-            ];
-            let reserved = if limits.iter().any(Option::is_some) {
-                let key_counters = layer.ledger.counters("k", &principal.key_name, &w, limits);
-                let estimated = layer
-                    .prices
-                    .usd(&public_model, &usage_of(estimate))
-                    .map_or(0, nano);
-                let r = layer.ledger.state.reserve(key_counters, estimated).await;
-                if !r.allowed {
-                    let names = ["budget_usd_per_day", "budget_usd_per_month"];
-                    let ends = [w.day_ends, w.month_ends];
-                    for i in 0..2 {
-                        if let Some(limit) = limits[i] {
-                            let v = r.values[i];
-                            if v >= nano(limit) || v + estimated > nano(limit) {
-                                return Err(over_budget(
-                                    &principal.key_name,
-                                    names[i],
-                                    limit,
-                                    v,
-                                    &w,
-                                    ends[i],
-                                ));
-                            }
+            let (w, reserved) = match prepaid {
+                Some(Prepaid(r)) => (r.windows, r.amount),
+                None => match layer.reservation(&req) {
+                    Some(r) => {
+                        let outcome = layer
+                            .ledger
+                            .state
+                            .reserve(r.counters.clone(), r.amount)
+                            .await;
+                        if let Some(e) = r.refusal(&outcome) {
+                            return Err(e);
                         }
+                        (r.windows, r.amount)
                     }
-                }
-                estimated
-            } else {
-                0
+                    None => (Windows::now(), 0),
+                },
             };
             let reply = match inner.call(req).await {
                 Ok(r) => r,

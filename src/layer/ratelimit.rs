@@ -2,7 +2,8 @@
 //!
 //! Admission is decided by the shared state (`state/`) in one atomic step over the request cell
 //! and the token cell — against Redis when configured, so every replica sees the same cells
-//! (never a local copy that would let N replicas admit N × the limit). Tokens are estimated
+//! (never a local copy that would let N replicas admit N × the limit). A key that also has a
+//! budget gets its budget reservation in that same step ([`RateLimitLayer::with_budget`]). Tokens are estimated
 //! before the call (input estimate plus the capped `max_tokens`) and reconciled with the
 //! upstream's actual usage when the reply settles (streams included, at end or drop).
 //!
@@ -27,6 +28,7 @@ use crate::ir::{
     Settlement, Usage,
 };
 use crate::layer::auth::Keys;
+use crate::layer::budget::{BudgetLayer, Prepaid, Reservation};
 use crate::state::{Decision, Settle, SharedState, Take};
 
 /// Output tokens assumed for a request without `max_tokens`, before its usage is known.
@@ -167,6 +169,30 @@ impl Limiter {
 
     /// Takes one request and `tokens` tokens, or refuses with a 429 naming the limit.
     pub async fn admit(&self, tokens: u64) -> Result<Admitted, Error> {
+        let (tokens, takes) = self.takes(tokens);
+        let decisions = self.state.admit(takes).await;
+        self.decide(tokens, &decisions)
+    }
+
+    /// [`Self::admit`] and a budget reservation in one step of the shared state (one round
+    /// trip): both are made or neither. `Ok` only when both were; a refusal of the reservation
+    /// is the budget's 429.
+    pub async fn admit_reserving(
+        &self,
+        tokens: u64,
+        reservation: &Reservation,
+    ) -> Result<Admitted, Error> {
+        let (tokens, takes) = self.takes(tokens);
+        let (decisions, reserved) = self
+            .state
+            .admit_reserving(takes, reservation.counters.clone(), reservation.amount)
+            .await;
+        let admitted = self.decide(tokens, &decisions)?;
+        reservation.refusal(&reserved).map_or(Ok(admitted), Err)
+    }
+
+    /// The takes of one request of `tokens` tokens, and the tokens charged.
+    fn takes(&self, tokens: u64) -> (u64, Vec<Take>) {
         let mut tokens = tokens;
         let mut takes = Vec::with_capacity(2);
         if let Some((key, limit)) = &self.rpm {
@@ -186,7 +212,11 @@ impl Limiter {
                 cost: tokens as i64,
             });
         }
-        let decisions = self.state.admit(takes).await;
+        (tokens, takes)
+    }
+
+    /// The admission, or the 429 naming the limit, from the cells' decisions.
+    fn decide(&self, tokens: u64, decisions: &[Decision]) -> Result<Admitted, Error> {
         let rpm = self.rpm.as_ref().and_then(|_| decisions.first().copied());
         let tpm = match (&self.tpm, self.rpm.is_some()) {
             (Some(_), true) => decisions.get(1).copied(),
@@ -233,16 +263,25 @@ impl Limiter {
         }]));
     }
 
-    /// Admits, calls, and reconciles the token cell when the reply settles (or refunds the
-    /// tokens when the call failed).
-    async fn around<F>(&self, op: &Operation, call: F) -> Result<Reply, Error>
+    /// Admits (with `reservation`, in the same step, when there is one), calls, and
+    /// reconciles the token cell when the reply settles (or refunds the tokens when the call
+    /// failed). `call` starts the inner service only once admitted.
+    async fn around<F, Fut>(
+        &self,
+        estimate: TokenEstimate,
+        is_stream: bool,
+        reservation: Option<&Reservation>,
+        call: F,
+    ) -> Result<Reply, Error>
     where
-        F: std::future::Future<Output = Result<Reply, Error>>,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Reply, Error>>,
     {
-        let estimate = TokenEstimate::of(op);
-        let is_stream = op.is_stream();
-        let admitted = self.admit(estimate.total()).await?;
-        match call.await {
+        let admitted = match reservation {
+            Some(r) => self.admit_reserving(estimate.total(), r).await?,
+            None => self.admit(estimate.total()).await?,
+        };
+        match call().await {
             Err(e) => {
                 self.reconcile(admitted.tokens, 0);
                 Err(e)
@@ -318,6 +357,7 @@ fn headers(rpm: Cell<'_>, tpm: Cell<'_>) -> HeaderMap {
 #[derive(Clone, Debug)]
 pub struct RateLimitLayer {
     limiters: Arc<HashMap<Arc<str>, Limiter>>,
+    budget: Option<BudgetLayer>,
 }
 
 impl RateLimitLayer {
@@ -332,7 +372,16 @@ impl RateLimitLayer {
             .collect();
         Self {
             limiters: Arc::new(limiters),
+            budget: None,
         }
+    }
+
+    /// Makes the budget reservation of `budget` (the layer right below) in the same step of
+    /// the shared state as the admission: one round trip to Redis instead of two, and a
+    /// request refused by either takes nothing from the other.
+    pub fn with_budget(mut self, budget: BudgetLayer) -> Self {
+        self.budget = Some(budget);
+        self
     }
 }
 
@@ -342,6 +391,7 @@ impl<S> Layer<S> for RateLimitLayer {
         RateLimit {
             inner,
             limiters: self.limiters.clone(),
+            budget: self.budget.clone(),
         }
     }
 }
@@ -351,6 +401,7 @@ impl<S> Layer<S> for RateLimitLayer {
 pub struct RateLimit<S> {
     inner: S,
     limiters: Arc<HashMap<Arc<str>, Limiter>>,
+    budget: Option<BudgetLayer>,
 }
 
 impl<S> Service<Request> for RateLimit<S>
@@ -366,7 +417,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
+    fn call(&mut self, mut req: Request) -> Self::Future {
         let limiter = req
             .meta
             .extensions
@@ -379,9 +430,22 @@ where
         };
         // Call the clone that was polled ready; leave a fresh one behind.
         let mut inner = crate::layer::take_ready(&mut self.inner);
+        let budget = self.budget.clone();
         Either::Right(Box::pin(async move {
-            let op = req.op.clone();
-            limiter.around(&op, inner.call(req)).await
+            // What the limiter needs of the operation, taken before it moves on (a clone of
+            // the whole operation would copy the prompt).
+            let (estimate, is_stream) = (TokenEstimate::of(&req.op), req.op.is_stream());
+            // With a budget to reserve too, both go to the shared state in one step; the
+            // budget layer below then finds its reservation made.
+            let reservation = budget.as_ref().and_then(|b| b.reservation(&req));
+            if let Some(r) = &reservation {
+                req.meta.extensions.insert(Prepaid(r.clone()));
+            }
+            limiter
+                .around(estimate, is_stream, reservation.as_ref(), || {
+                    inner.call(req)
+                })
+                .await
         }))
     }
 }
@@ -445,7 +509,14 @@ where
         Either::Right(Box::pin(async move {
             let request = attempt.request.clone();
             // The caller never sees these headers: a refusal here only moves the attempt on.
-            let result = limiter.around(&request.op, inner.call(attempt)).await;
+            let result = limiter
+                .around(
+                    TokenEstimate::of(&request.op),
+                    request.op.is_stream(),
+                    None,
+                    || inner.call(attempt),
+                )
+                .await;
             result.map_err(|mut e| {
                 if e.kind == ErrorKind::RateLimited && e.provider.is_none() {
                     e.headers = None;
@@ -563,7 +634,9 @@ mod tests {
             ..Usage::default()
         };
         let reply = l
-            .around(&op, async { Ok(stream_reply("hi", Some(usage))) })
+            .around(TokenEstimate::of(&op), op.is_stream(), None, || async {
+                Ok(stream_reply("hi", Some(usage)))
+            })
             .await
             .unwrap();
         assert_eq!(tokens_left(&state).await, 10_000 - (8 + 500));
@@ -572,7 +645,7 @@ mod tests {
         assert_eq!(tokens_left(&state).await, 10_000 - 100);
         // Aborted after 40 bytes with no usage: input estimate + 10 output tokens.
         let reply = l
-            .around(&op, async {
+            .around(TokenEstimate::of(&op), op.is_stream(), None, || async {
                 Ok(stream_reply(
                     "0123456789012345678901234567890123456789",
                     None,
@@ -585,7 +658,9 @@ mod tests {
         assert_eq!(tokens_left(&state).await, 10_000 - 100 - (8 + 10));
         // A failed call gives its tokens back.
         let e = l
-            .around(&op, async { Err(Error::new(ErrorKind::Timeout, "slow")) })
+            .around(TokenEstimate::of(&op), op.is_stream(), None, || async {
+                Err(Error::new(ErrorKind::Timeout, "slow"))
+            })
             .await
             .unwrap_err();
         assert_eq!(e.kind, ErrorKind::Timeout);

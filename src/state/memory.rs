@@ -87,65 +87,62 @@ impl MemoryState {
     /// GCRA over the takes, all-or-nothing (or forced). Synchronous: the fallback path of the
     /// Redis backend uses it too.
     pub fn step(&self, takes: &[Take], force: bool) -> Vec<Decision> {
+        self.admit_now(takes, &[], 0, force).0
+    }
+
+    /// See [`State::reserve`].
+    pub fn reserve_now(&self, counters: &[Counter], amount: i64) -> Reserved {
+        self.admit_now(&[], counters, amount, false).1
+    }
+
+    /// See [`State::admit_reserving`]: the takes (GCRA, forced or all-or-nothing) and the
+    /// reservation of `amount` on `counters` under one lock, both made or neither.
+    pub fn admit_now(
+        &self,
+        takes: &[Take],
+        counters: &[Counter],
+        amount: i64,
+        force: bool,
+    ) -> (Vec<Decision>, Reserved) {
         let now = Instant::now();
         let now_us = self.now_us(now);
         let mut map = self.lock();
-        let mut out = Vec::with_capacity(takes.len());
+        let mut decisions = Vec::with_capacity(takes.len());
         let mut tats = Vec::with_capacity(takes.len());
         for t in takes {
             let tat = map.live(&t.key, now).map(|v| v as u64);
             let (d, new_tat) = gcra(tat, now_us, t.limit, t.cost, force);
-            out.push(d);
+            decisions.push(d);
             tats.push(new_tat);
         }
-        if out.iter().all(|d| d.allowed) {
+        let mut values: Vec<i64> = counters
+            .iter()
+            .map(|c| map.live(&c.key, now).unwrap_or(0))
+            .collect();
+        let room = !counters
+            .iter()
+            .zip(&values)
+            .any(|(c, v)| c.limit.is_some_and(|l| *v >= l || v + amount > l));
+        let allowed = room && decisions.iter().all(|d| d.allowed);
+        if allowed {
             for (t, tat) in takes.iter().zip(tats) {
                 let ttl = std::time::Duration::from_micros(tat.saturating_sub(now_us));
                 map.put(&t.key, tat as i64, now + ttl, now);
             }
+            for (c, v) in counters.iter().zip(values.iter_mut()) {
+                *v += amount;
+                map.put(&c.key, *v, now + c.ttl, now);
+            }
         } else {
             // Nothing was taken: report the cells that had room as they are.
-            for (t, d) in takes.iter().zip(out.iter_mut()) {
-                if d.allowed {
+            for (t, d) in takes.iter().zip(decisions.iter_mut()) {
+                if d.allowed && !force {
                     let tat = map.live(&t.key, now).map(|v| v as u64);
                     *d = gcra(tat, now_us, t.limit, 0, false).0;
                 }
             }
         }
-        out
-    }
-
-    /// See [`State::reserve`].
-    pub fn reserve_now(&self, counters: &[Counter], amount: i64) -> Reserved {
-        let now = Instant::now();
-        let mut map = self.lock();
-        let values: Vec<i64> = counters
-            .iter()
-            .map(|c| map.live(&c.key, now).unwrap_or(0))
-            .collect();
-        let over = counters
-            .iter()
-            .zip(&values)
-            .any(|(c, v)| c.limit.is_some_and(|l| *v >= l || v + amount > l));
-        if over {
-            return Reserved {
-                allowed: false,
-                values,
-            };
-        }
-        let values = counters
-            .iter()
-            .zip(values)
-            .map(|(c, v)| {
-                let v = v + amount;
-                map.put(&c.key, v, now + c.ttl, now);
-                v
-            })
-            .collect();
-        Reserved {
-            allowed: true,
-            values,
-        }
+        (decisions, Reserved { allowed, values })
     }
 
     /// Adds `amount` to every counter, ignoring ceilings ([`Settle::Add`]).
@@ -173,6 +170,17 @@ impl State for MemoryState {
 
     fn reserve(&self, counters: Vec<Counter>, amount: i64) -> BoxFuture<'_, Reserved> {
         Box::pin(future::ready(self.reserve_now(&counters, amount)))
+    }
+
+    fn admit_reserving(
+        &self,
+        takes: Vec<Take>,
+        counters: Vec<Counter>,
+        amount: i64,
+    ) -> BoxFuture<'_, (Vec<Decision>, Reserved)> {
+        Box::pin(future::ready(
+            self.admit_now(&takes, &counters, amount, false),
+        ))
     }
 
     fn get(&self, keys: Vec<String>) -> BoxFuture<'_, Vec<i64>> {
@@ -225,6 +233,29 @@ mod tests {
         assert!(d[0].allowed && !d[1].allowed);
         let d = s.step(&[take("r", 5, 1)], false);
         assert_eq!(d[0].remaining, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_combined_step_takes_and_reserves_both_or_neither() {
+        let s = MemoryState::new();
+        let spend = |limit| Counter {
+            key: "spend".into(),
+            limit: Some(limit),
+            ttl: Duration::from_secs(60),
+        };
+        // Both fit: the cell is charged and the amount added.
+        let (d, r) = s.admit_now(&[take("r", 2, 1)], &[spend(100)], 60, false);
+        assert!(d[0].allowed && r.allowed);
+        assert_eq!((d[0].remaining, r.values.clone()), (1, vec![60]));
+        // The ceiling refuses: the cell is not charged either (its room reported as it is).
+        let (d, r) = s.admit_now(&[take("r", 2, 1)], &[spend(100)], 50, false);
+        assert!(d[0].allowed && !r.allowed);
+        assert_eq!((d[0].remaining, r.values), (1, vec![60]));
+        // The cell refuses: nothing is added.
+        s.step(&[take("r", 2, 1)], false);
+        let (d, r) = s.admit_now(&[take("r", 2, 1)], &[spend(100)], 10, false);
+        assert!(!d[0].allowed && !r.allowed);
+        assert_eq!(s.get_now(&["spend".into()]), vec![60]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -60,10 +60,11 @@ pub struct Counter {
     pub ttl: Duration,
 }
 
-/// The outcome of [`State::reserve`].
+/// The outcome of [`State::reserve`] (and of the reservation in [`State::admit_reserving`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reserved {
-    /// Whether the amount was added (every ceiling had room).
+    /// Whether the amount was added (every ceiling had room, and every take of a combined
+    /// step fitted).
     pub allowed: bool,
     /// The counters' values: after the add when allowed, as found when not.
     pub values: Vec<i64>,
@@ -90,6 +91,16 @@ pub trait State: Send + Sync + 'static {
     fn admit(&self, takes: Vec<Take>) -> BoxFuture<'_, Vec<Decision>>;
     /// All-or-nothing: adds `amount` to every counter when no ceiling would be crossed.
     fn reserve(&self, counters: Vec<Counter>, amount: i64) -> BoxFuture<'_, Reserved>;
+    /// [`State::admit`] and [`State::reserve`] as one atomic step (one round trip to a shared
+    /// backend): the takes are taken and the amount added only when every take fits *and* no
+    /// ceiling would be crossed; otherwise nothing changes. [`Reserved::allowed`] says whether
+    /// the whole step was made; which part refused is in the decisions and the values.
+    fn admit_reserving(
+        &self,
+        takes: Vec<Take>,
+        counters: Vec<Counter>,
+        amount: i64,
+    ) -> BoxFuture<'_, (Vec<Decision>, Reserved)>;
     /// Current values of counters (0 when absent).
     fn get(&self, keys: Vec<String>) -> BoxFuture<'_, Vec<i64>>;
     /// Applies a settlement without making anyone wait: at once where that costs nothing

@@ -28,18 +28,25 @@ use super::memory::MemoryState;
 use super::{Counter, Decision, Reserved, Settle, State, StateError, Take};
 use crate::config::StateConfig;
 
-/// [`super::gcra`] as a script over several cells, all-or-nothing unless forced.
-/// KEYS: cells. ARGV: force (0/1), then limit and cost per cell.
-/// Returns per cell: allowed (0/1), remaining, reset_after µs, retry_after µs.
-const GCRA: &str = r#"
+/// Admission: [`super::gcra`] over several cells and a reservation on spend counters, as one
+/// all-or-nothing step (cells and counters of one principal share a hash tag, so one slot).
+/// KEYS: the cells, then the counters. ARGV: force (0/1); the number of cells; limit and cost
+/// per cell; the amount; per counter its ceiling ('' for none); per counter its TTL ms.
+/// Returns per cell: allowed (0/1), remaining, reset_after µs, retry_after µs; then whether the
+/// whole step was made (0/1) and the counters' values (after the add when made, else as found).
+/// With no counters it is an admission (or a forced settlement); with no cells, a reservation.
+const ADMIT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local period = 60000000
 local force = ARGV[1] == '1'
+local n = tonumber(ARGV[2])
+local m = #KEYS - n
 local out, tats, olds, ok = {}, {}, {}, true
-for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[2 * i])
-  local cost = tonumber(ARGV[2 * i + 1])
+for i = 1, n do
+  local key = KEYS[i]
+  local limit = tonumber(ARGV[1 + 2 * i])
+  local cost = tonumber(ARGV[2 + 2 * i])
   local interval = period / math.max(limit, 1)
   local tat = tonumber(redis.call('GET', key) or now)
   if tat < now then tat = now end
@@ -63,52 +70,43 @@ for i, key in ipairs(KEYS) do
   out[#out + 1] = math.ceil(after - now)
   out[#out + 1] = retry
 end
+local base = 3 + 2 * n
+local amount = tonumber(ARGV[base] or '0')
+local vals = {}
+for j = 1, m do
+  vals[j] = tonumber(redis.call('GET', KEYS[n + j]) or '0')
+  local lim = ARGV[base + j]
+  if lim ~= '' then
+    lim = tonumber(lim)
+    if vals[j] >= lim or vals[j] + amount > lim then ok = false end
+  end
+end
 if ok then
-  for i, key in ipairs(KEYS) do
+  for i = 1, n do
     local ttl = math.ceil((tats[i] - now) / 1000)
     if ttl > 0 then
-      redis.call('SET', key, string.format('%.0f', tats[i]), 'PX', ttl)
+      redis.call('SET', KEYS[i], string.format('%.0f', tats[i]), 'PX', ttl)
     else
-      redis.call('DEL', key)
+      redis.call('DEL', KEYS[i])
     end
   end
-else
+  for j = 1, m do
+    vals[j] = redis.call('INCRBY', KEYS[n + j], amount)
+    redis.call('PEXPIRE', KEYS[n + j], ARGV[base + m + j])
+  end
+elseif not force then
   -- Nothing was taken: report the cells that had room as they are.
-  for i, key in ipairs(KEYS) do
-    if out[4 * i - 3] == 1 and not force then
-      local interval = period / math.max(tonumber(ARGV[2 * i]), 1)
+  for i = 1, n do
+    if out[4 * i - 3] == 1 then
+      local interval = period / math.max(tonumber(ARGV[1 + 2 * i]), 1)
       out[4 * i - 2] = math.max(math.floor((now + period - olds[i]) / interval), 0)
       out[4 * i - 1] = math.ceil(olds[i] - now)
     end
   end
 end
+out[#out + 1] = ok and 1 or 0
+for j = 1, m do out[#out + 1] = vals[j] end
 return out
-"#;
-
-/// Counters with optional ceilings, all-or-nothing.
-/// KEYS: counters. ARGV: amount, then per counter its ceiling ('' for none), then its TTL ms.
-/// Returns: allowed (0/1), then the values.
-const RESERVE: &str = r#"
-local amount = tonumber(ARGV[1])
-local n = #KEYS
-local vals = {}
-for i = 1, n do vals[i] = tonumber(redis.call('GET', KEYS[i]) or '0') end
-for i = 1, n do
-  local lim = ARGV[1 + i]
-  if lim ~= '' then
-    lim = tonumber(lim)
-    if vals[i] >= lim or vals[i] + amount > lim then
-      table.insert(vals, 1, 0)
-      return vals
-    end
-  end
-end
-for i = 1, n do
-  vals[i] = redis.call('INCRBY', KEYS[i], amount)
-  redis.call('PEXPIRE', KEYS[i], ARGV[1 + n + i])
-end
-table.insert(vals, 1, 1)
-return vals
 "#;
 
 /// Settlements held for the writer; past this many, more are applied to the local state
@@ -140,8 +138,7 @@ struct Core {
     /// Milliseconds since `base` before which no request probes a Redis known to be down.
     next_probe_ms: AtomicU64,
     base: Instant,
-    gcra: Script,
-    reserve: Script,
+    admit: Script,
     add: Script,
     queue: Mutex<Queue>,
     /// Rung when the queue gets its first item, or on close.
@@ -197,8 +194,7 @@ impl RedisState {
             healthy: AtomicBool::new(true),
             next_probe_ms: AtomicU64::new(0),
             base: Instant::now(),
-            gcra: Script::new(GCRA),
-            reserve: Script::new(RESERVE),
+            admit: Script::new(ADMIT),
             add: Script::new(ADD),
             queue: Mutex::default(),
             bell: Notify::new(),
@@ -268,40 +264,69 @@ impl Core {
         None
     }
 
-    fn gcra_invocation(&self, takes: &[Take], force: bool) -> ScriptInvocation<'_> {
-        let mut inv = self.gcra.prepare_invoke();
-        inv.arg(if force { "1" } else { "0" });
+    /// The [`ADMIT`] step over cells and counters.
+    fn admit_invocation(
+        &self,
+        takes: &[Take],
+        counters: &[Counter],
+        amount: i64,
+        force: bool,
+    ) -> ScriptInvocation<'_> {
+        let mut inv = self.admit.prepare_invoke();
+        inv.arg(if force { "1" } else { "0" }).arg(takes.len());
         for t in takes {
             inv.key(&t.key).arg(t.limit).arg(t.cost);
+        }
+        inv.arg(amount);
+        for c in counters {
+            inv.key(&c.key);
+            match c.limit {
+                Some(l) => inv.arg(l),
+                None => inv.arg(""),
+            };
+        }
+        for c in counters {
+            inv.arg(c.ttl.as_millis().max(1) as u64);
         }
         inv
     }
 
-    /// An all-or-nothing admission step; forced steps are settlements ([`Self::write`]).
-    async fn gcra_step(&self, takes: &[Take]) -> Option<Vec<Decision>> {
-        let inv = self.gcra_invocation(takes, false);
+    /// One all-or-nothing admission step in Redis (forced steps are settlements,
+    /// [`Self::write`]); `None` means "decide locally".
+    async fn admit_step(
+        &self,
+        takes: &[Take],
+        counters: &[Counter],
+        amount: i64,
+    ) -> Option<(Vec<Decision>, Reserved)> {
+        let inv = self.admit_invocation(takes, counters, amount, false);
         let mut conn = self.conn.clone();
         let flat: Vec<i64> = self.shared(inv.invoke_async(&mut conn)).await?;
-        if flat.len() != takes.len() * 4 {
+        let cells = takes.len() * 4;
+        if flat.len() != cells + 1 + counters.len() {
             return None;
         }
         let us = |v: i64| Duration::from_micros(v.max(0) as u64);
-        Some(
-            flat.chunks_exact(4)
-                .map(|c| Decision {
-                    allowed: c[0] == 1,
-                    remaining: c[1].max(0) as u64,
-                    reset_after: us(c[2]),
-                    retry_after: us(c[3]),
-                })
-                .collect(),
-        )
+        let decisions = flat[..cells]
+            .chunks_exact(4)
+            .map(|c| Decision {
+                allowed: c[0] == 1,
+                remaining: c[1].max(0) as u64,
+                reset_after: us(c[2]),
+                retry_after: us(c[3]),
+            })
+            .collect();
+        let reserved = Reserved {
+            allowed: flat[cells] == 1,
+            values: flat[cells + 1..].to_vec(),
+        };
+        Some((decisions, reserved))
     }
 
     /// The script step of one settlement.
     fn settle_invocation(&self, change: &Settle) -> ScriptInvocation<'_> {
         match change {
-            Settle::Adjust(takes) => self.gcra_invocation(takes, true),
+            Settle::Adjust(takes) => self.admit_invocation(takes, &[], 0, true),
             Settle::Add(counters, amount) => {
                 let mut inv = self.add.prepare_invoke();
                 inv.arg(*amount);
@@ -392,36 +417,23 @@ impl Drop for Core {
 
 impl State for RedisState {
     fn admit(&self, takes: Vec<Take>) -> BoxFuture<'_, Vec<Decision>> {
-        Box::pin(async move {
-            match self.core.gcra_step(&takes).await {
-                Some(d) => d,
-                None => self.core.local.step(&takes, false),
-            }
-        })
+        Box::pin(async move { self.admit_reserving(takes, Vec::new(), 0).await.0 })
     }
 
     fn reserve(&self, counters: Vec<Counter>, amount: i64) -> BoxFuture<'_, Reserved> {
+        Box::pin(async move { self.admit_reserving(Vec::new(), counters, amount).await.1 })
+    }
+
+    fn admit_reserving(
+        &self,
+        takes: Vec<Take>,
+        counters: Vec<Counter>,
+        amount: i64,
+    ) -> BoxFuture<'_, (Vec<Decision>, Reserved)> {
         Box::pin(async move {
-            let core = &self.core;
-            let mut inv = core.reserve.prepare_invoke();
-            inv.arg(amount);
-            for c in &counters {
-                inv.key(&c.key);
-                match c.limit {
-                    Some(l) => inv.arg(l),
-                    None => inv.arg(""),
-                };
-            }
-            for c in &counters {
-                inv.arg(c.ttl.as_millis().max(1) as u64);
-            }
-            let mut conn = core.conn.clone();
-            match core.shared(inv.invoke_async::<Vec<i64>>(&mut conn)).await {
-                Some(v) if v.len() == counters.len() + 1 => Reserved {
-                    allowed: v[0] == 1,
-                    values: v[1..].to_vec(),
-                },
-                _ => core.local.reserve_now(&counters, amount),
+            match self.core.admit_step(&takes, &counters, amount).await {
+                Some(step) => step,
+                None => self.core.local.admit_now(&takes, &counters, amount, false),
             }
         })
     }
