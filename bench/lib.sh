@@ -65,6 +65,11 @@ ensure_oha() {
 # shellcheck disable=SC2034 # TARGET_DIR, SY_BIN and BARE_BIN are for the sourcing script
 build_switchyard() {
   TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+  if [[ -n "${SY_BIN:-}" ]]; then # a binary built elsewhere (comparing two builds)
+    [[ -x "$SY_BIN" ]] || die "SY_BIN=$SY_BIN is not an executable"
+    log "using $SY_BIN (SY_BIN), not building"
+    return
+  fi
   log "building switchyard (release) into $TARGET_DIR"
   (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release --bin switchyard) >&2
   SY_BIN="$TARGET_DIR/release/switchyard"
