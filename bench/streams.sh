@@ -168,12 +168,15 @@ first, second = mean(steady[:half]), mean(steady[half:])
 max_rss = max(mib(r[2]) for r in rows)
 max_hwm = max(mib(r[3]) for r in rows)
 span_min = (int(steady[-1][1]) - int(steady[0][1])) / 60 if len(steady) > 1 else 0
-xs = [int(r[1]) for r in steady]; ys = [mib(r[2]) for r in steady]
-if len(xs) > 1:
+def slope_of(rs):  # least-squares MiB per minute
+    xs = [int(r[1]) for r in rs]; ys = [mib(r[2]) for r in rs]
+    if len(xs) < 2:
+        return 0.0
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    slope = 60 * sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / max(sum((x - mx) ** 2 for x in xs), 1)
-else:
-    slope = 0.0
+    return 60 * sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / max(sum((x - mx) ** 2 for x in xs), 1)
+slope = slope_of(steady)
+late = steady[half:]
+late_min = (int(late[-1][1]) - int(late[0][1])) / 60 if len(late) > 1 else 0
 errors = client.get("errors", {})
 growth = second - first
 verdict = []
@@ -183,7 +186,9 @@ verdict.append(("ok" if mib(idle_before[0][2]) <= 20 else "OVER") + f": idle RSS
                "(memory the allocator keeps for reuse; see bench/README.md)")
 verdict.append(("ok" if growth <= max(1.0, 0.03 * first) else "GROWS") +
                f": RSS mean over the steady part {first:.1f} MiB (first half) → {second:.1f} MiB (second half), "
-               f"{growth:+.1f} MiB; least-squares slope {slope:+.2f} MiB/min over {span_min:.1f} min")
+               f"{growth:+.1f} MiB; least-squares slope {slope:+.2f} MiB/min over {span_min:.1f} min, "
+               f"{slope_of(late):+.2f} MiB/min over the last {late_min:.1f} min "
+               f"({mib(late[0][2]) if late else 0:.1f} → {mib(late[-1][2]) if late else 0:.1f} MiB)")
 verdict.append(f"fds: {idle_before[0][4]} idle before, {max(int(r[4]) for r in load) if load else '?'} max under load, "
                f"{steady[-1][4] if steady else '?'} at the last sample with every stream open, "
                f"{after[-1][4] if after else '?'} idle after")
