@@ -218,9 +218,10 @@ impl BudgetLayer {
         }
     }
 
-    /// What `req` must reserve before the call: its estimated cost against its key's day and
-    /// month budgets. `None` when the operation names no model or the key has no budget.
-    pub fn reservation(&self, req: &Request) -> Option<Reservation> {
+    /// What `req` must reserve before the call: its estimated cost (of `estimate`, the
+    /// request's [`TokenEstimate`]) against its key's day and month budgets. `None` when the
+    /// operation names no model or the key has no budget.
+    pub fn reservation(&self, req: &Request, estimate: TokenEstimate) -> Option<Reservation> {
         let model = req.op.model()?;
         let policy = req.meta.extensions.get::<Arc<KeyPolicy>>()?;
         let limits = [policy.budget_usd_per_day, policy.budget_usd_per_month];
@@ -230,8 +231,7 @@ impl BudgetLayer {
         let key = policy.principal.key_name.clone();
         let w = Windows::now();
         let counters = self.ledger.counters("k", &key, &w, limits);
-        let estimate = usage_of(TokenEstimate::of(&req.op));
-        let amount = self.prices.usd(model, &estimate).map_or(0, nano);
+        let amount = self.prices.usd(model, &usage_of(estimate)).map_or(0, nano);
         Some(Reservation {
             counters,
             amount,
@@ -353,13 +353,11 @@ where
             let is_stream = req.op.is_stream();
             let (w, reserved) = match prepaid {
                 Some(Prepaid(r)) => (r.windows, r.amount),
-                None => match layer.reservation(&req) {
-                    Some(r) => {
-                        let outcome = layer
-                            .ledger
-                            .state
-                            .reserve(r.counters.clone(), r.amount)
-                            .await;
+                None => match layer.reservation(&req, estimate) {
+                    Some(mut r) => {
+                        // The counters go to the state; the rest answers a refusal.
+                        let counters = std::mem::take(&mut r.counters);
+                        let outcome = layer.ledger.state.reserve(counters, r.amount).await;
                         if let Some(e) = r.refusal(&outcome) {
                             return Err(e);
                         }

@@ -265,23 +265,24 @@ impl Limiter {
 
     /// Admits (with `reservation`, in the same step, when there is one), calls, and
     /// reconciles the token cell when the reply settles (or refunds the tokens when the call
-    /// failed). `call` starts the inner service only once admitted.
+    /// failed). `call` starts the inner service only once admitted, and is handed the
+    /// reservation that was made.
     async fn around<F, Fut>(
         &self,
         estimate: TokenEstimate,
         is_stream: bool,
-        reservation: Option<&Reservation>,
+        reservation: Option<Reservation>,
         call: F,
     ) -> Result<Reply, Error>
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce(Option<Reservation>) -> Fut,
         Fut: std::future::Future<Output = Result<Reply, Error>>,
     {
-        let admitted = match reservation {
+        let admitted = match &reservation {
             Some(r) => self.admit_reserving(estimate.total(), r).await?,
             None => self.admit(estimate.total()).await?,
         };
-        match call().await {
+        match call(reservation).await {
             Err(e) => {
                 self.reconcile(admitted.tokens, 0);
                 Err(e)
@@ -437,12 +438,12 @@ where
             let (estimate, is_stream) = (TokenEstimate::of(&req.op), req.op.is_stream());
             // With a budget to reserve too, both go to the shared state in one step; the
             // budget layer below then finds its reservation made.
-            let reservation = budget.as_ref().and_then(|b| b.reservation(&req));
-            if let Some(r) = &reservation {
-                req.meta.extensions.insert(Prepaid(r.clone()));
-            }
+            let reservation = budget.as_ref().and_then(|b| b.reservation(&req, estimate));
             limiter
-                .around(estimate, is_stream, reservation.as_ref(), || {
+                .around(estimate, is_stream, reservation, |made| {
+                    if let Some(r) = made {
+                        req.meta.extensions.insert(Prepaid(r));
+                    }
                     inner.call(req)
                 })
                 .await
@@ -514,7 +515,7 @@ where
                     TokenEstimate::of(&request.op),
                     request.op.is_stream(),
                     None,
-                    || inner.call(attempt),
+                    |_| inner.call(attempt),
                 )
                 .await;
             result.map_err(|mut e| {
@@ -634,7 +635,7 @@ mod tests {
             ..Usage::default()
         };
         let reply = l
-            .around(TokenEstimate::of(&op), op.is_stream(), None, || async {
+            .around(TokenEstimate::of(&op), op.is_stream(), None, |_| async {
                 Ok(stream_reply("hi", Some(usage)))
             })
             .await
@@ -645,7 +646,7 @@ mod tests {
         assert_eq!(tokens_left(&state).await, 10_000 - 100);
         // Aborted after 40 bytes with no usage: input estimate + 10 output tokens.
         let reply = l
-            .around(TokenEstimate::of(&op), op.is_stream(), None, || async {
+            .around(TokenEstimate::of(&op), op.is_stream(), None, |_| async {
                 Ok(stream_reply(
                     "0123456789012345678901234567890123456789",
                     None,
@@ -658,7 +659,7 @@ mod tests {
         assert_eq!(tokens_left(&state).await, 10_000 - 100 - (8 + 10));
         // A failed call gives its tokens back.
         let e = l
-            .around(TokenEstimate::of(&op), op.is_stream(), None, || async {
+            .around(TokenEstimate::of(&op), op.is_stream(), None, |_| async {
                 Err(Error::new(ErrorKind::Timeout, "slow"))
             })
             .await
