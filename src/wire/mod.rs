@@ -12,6 +12,7 @@ use crate::{ir, sse};
 pub mod anthropic;
 pub mod gemini;
 pub mod openai;
+mod skim;
 
 /// Turns an upstream's stream events into IR events. Stateful: formats such as Anthropic's
 /// spread one tool call over several events.

@@ -18,6 +18,7 @@ use crate::ir::{
     ErrorKind, FinishReason, Format, Image, Message, ModelInfo, Part, ResponseFormat, Role,
     StreamEvent, Tool, ToolCall, ToolChoice, Usage,
 };
+use crate::wire::skim;
 use crate::{sse, wire};
 
 // ---------------------------------------------------------------------------------------------
@@ -903,11 +904,62 @@ struct ChoiceSummaryWire {
     message: serde::de::IgnoredAny,
 }
 
+impl ReplySummaryWire {
+    /// The summary read by [`skim`], when it reads the reply exactly as serde would. The body
+    /// must be UTF-8 throughout (serde checks only the strings it reads; a body that is not
+    /// goes to serde, which decides).
+    fn skim(body: &[u8]) -> Option<Self> {
+        let body = std::str::from_utf8(body).ok()?;
+        let (mut model, mut choices, mut usage) = (None, None, None);
+        skim::document(body, |r| {
+            r.object(|r, k| match k {
+                "model" => skim::once(&mut model, r.str()?.into_owned()),
+                "choices" => {
+                    let mut all = Vec::new();
+                    r.array(|r| {
+                        all.push(ChoiceSummaryWire::skim(r)?);
+                        Some(())
+                    })?;
+                    skim::once(&mut choices, all)
+                }
+                "usage" => skim::once(&mut usage, serde_json::from_str(r.raw()?).ok()?),
+                _ => r.skip(),
+            })
+        })?;
+        Some(Self {
+            model: model.unwrap_or_default(),
+            choices: choices?,
+            usage: usage.flatten(),
+        })
+    }
+}
+
+impl ChoiceSummaryWire {
+    fn skim(r: &mut skim::Reader<'_>) -> Option<Self> {
+        let (mut finish_reason, mut message) = (None, None);
+        r.object(|r, k| match k {
+            "finish_reason" => skim::once(&mut finish_reason, r.opt_str()?.map(Cow::into_owned)),
+            "message" => {
+                r.skip()?;
+                skim::once(&mut message, serde::de::IgnoredAny)
+            }
+            _ => r.skip(),
+        })?;
+        Some(Self {
+            finish_reason: finish_reason.flatten(),
+            message: message?,
+        })
+    }
+}
+
 /// Keeps an upstream reply in its own bytes for a caller of the same format, reading only
 /// what accounting needs (usage, model, finish reasons) and checking that it is a reply.
+/// Read by [`skim`] where it can; serde reads (or refuses) the rest.
 pub fn summarise_chat_reply(body: bytes::Bytes) -> Result<ir::RawReply, Error> {
-    let w: ReplySummaryWire =
-        serde_json::from_slice(&body).map_err(|e| protocol_error("chat completion", e))?;
+    let w = match ReplySummaryWire::skim(&body) {
+        Some(w) => w,
+        None => serde_json::from_slice(&body).map_err(|e| protocol_error("chat completion", e))?,
+    };
     Ok(ir::RawReply {
         format: Format::OpenAi,
         usage: w.usage.map(Usage::from),
@@ -1124,6 +1176,78 @@ struct FunctionDeltaWire<'a> {
     arguments: Option<Cow<'a, str>>,
 }
 
+impl<'a> ChunkWire<'a> {
+    /// The chunk read by [`skim`], when it reads it exactly as serde would. Tool-call deltas
+    /// and usage are small and rare, so serde reads those values; an `error` member sends
+    /// the whole chunk to serde.
+    fn skim(data: &'a str) -> Option<Self> {
+        let (mut id, mut model, mut created, mut choices, mut usage, mut error) =
+            (None, None, None, None, None, None);
+        skim::document(data, |r| {
+            r.object(|r, k| match k {
+                "id" => skim::once(&mut id, r.str()?),
+                "model" => skim::once(&mut model, r.str()?),
+                "created" => skim::once(&mut created, r.uint()?),
+                "choices" => {
+                    let mut all = Vec::new();
+                    r.array(|r| {
+                        all.push(ChunkChoiceWire::skim(r)?);
+                        Some(())
+                    })?;
+                    skim::once(&mut choices, all)
+                }
+                "usage" => skim::once(&mut usage, serde_json::from_str(r.raw()?).ok()?),
+                "error" if r.null() => skim::once(&mut error, ()),
+                "error" => None,
+                _ => r.skip(),
+            })
+        })?;
+        Some(Self {
+            id: id.unwrap_or_default(),
+            model: model.unwrap_or_default(),
+            created: created.unwrap_or_default(),
+            choices: choices.unwrap_or_default(),
+            usage: usage.flatten(),
+            error: None,
+        })
+    }
+}
+
+impl<'a> ChunkChoiceWire<'a> {
+    fn skim(r: &mut skim::Reader<'a>) -> Option<Self> {
+        let (mut index, mut delta, mut finish_reason) = (None, None, None);
+        r.object(|r, k| match k {
+            "index" => skim::once(&mut index, r.uint()?),
+            "delta" if r.null() => skim::once(&mut delta, None),
+            "delta" => skim::once(&mut delta, Some(DeltaWire::skim(r)?)),
+            "finish_reason" => skim::once(&mut finish_reason, r.opt_str()?),
+            _ => r.skip(),
+        })?;
+        Some(Self {
+            index: index.unwrap_or_default(),
+            delta: delta.flatten(),
+            finish_reason: finish_reason.flatten(),
+        })
+    }
+}
+
+impl<'a> DeltaWire<'a> {
+    fn skim(r: &mut skim::Reader<'a>) -> Option<Self> {
+        let (mut content, mut refusal, mut tool_calls) = (None, None, None);
+        r.object(|r, k| match k {
+            "content" => skim::once(&mut content, r.opt_str()?),
+            "refusal" => skim::once(&mut refusal, r.opt_str()?),
+            "tool_calls" => skim::once(&mut tool_calls, serde_json::from_str(r.raw()?).ok()?),
+            _ => r.skip(),
+        })?;
+        Some(Self {
+            content: content.flatten(),
+            refusal: refusal.flatten(),
+            tool_calls: tool_calls.flatten(),
+        })
+    }
+}
+
 /// Decodes an OpenAI-format upstream's chunk stream.
 #[derive(Debug, Default)]
 pub struct StreamDecoder {
@@ -1159,8 +1283,10 @@ impl wire::StreamDecoder for StreamDecoder {
         if data.is_empty() {
             return Ok(());
         }
-        let c: ChunkWire<'_> =
-            serde_json::from_str(data).map_err(|e| protocol_error("stream chunk", e))?;
+        let c = match ChunkWire::skim(data) {
+            Some(c) => c,
+            None => serde_json::from_str(data).map_err(|e| protocol_error("stream chunk", e))?,
+        };
         if let Some(e) = c.error {
             return Err(error_from_body(500, e));
         }

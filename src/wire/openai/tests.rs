@@ -460,3 +460,169 @@ fn another_format_encodes_what_verbatim_chunks_say() {
     assert!(text.contains("event: message_stop"), "{text}");
     assert!(!text.contains("chat.completion.chunk"), "{text}");
 }
+
+// --- the skimmed fast path reads what serde reads ---------------------------------------------
+
+/// What a decoded chunk says, comparable.
+type ChunkView = (
+    String,
+    String,
+    u64,
+    Vec<(
+        u32,
+        Option<String>,
+        Option<String>,
+        Vec<String>,
+        Option<String>,
+    )>,
+    Option<Usage>,
+    bool,
+);
+
+fn chunk_view(c: ChunkWire<'_>) -> ChunkView {
+    let choices = c
+        .choices
+        .into_iter()
+        .map(|ch| {
+            let (content, refusal, calls) = match ch.delta {
+                Some(d) => (
+                    d.content.map(Cow::into_owned),
+                    d.refusal.map(Cow::into_owned),
+                    d.tool_calls
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|t| {
+                            let f = t.function.map(|f| (f.name, f.arguments));
+                            format!("{:?}/{:?}/{f:?}", t.index, t.id)
+                        })
+                        .collect(),
+                ),
+                None => (None, None, Vec::new()),
+            };
+            (
+                ch.index,
+                content,
+                refusal,
+                calls,
+                ch.finish_reason.map(Cow::into_owned),
+            )
+        })
+        .collect();
+    (
+        c.id.into_owned(),
+        c.model.into_owned(),
+        c.created,
+        choices,
+        c.usage.map(Usage::from),
+        c.error.is_some(),
+    )
+}
+
+/// The fast path either declines or reads exactly what serde reads; it never takes what
+/// serde refuses.
+fn check_chunk(data: &str) {
+    let Some(fast) = ChunkWire::skim(data) else {
+        return;
+    };
+    let slow = serde_json::from_str::<ChunkWire<'_>>(data)
+        .unwrap_or_else(|e| panic!("serde refuses what the fast path read ({e}): {data}"));
+    assert_eq!(chunk_view(fast), chunk_view(slow), "{data}");
+}
+
+fn summary_view(w: ReplySummaryWire) -> (String, Vec<Option<String>>, Option<Usage>) {
+    let reasons = w.choices.into_iter().map(|c| c.finish_reason).collect();
+    (w.model, reasons, w.usage.map(Usage::from))
+}
+
+fn check_summary(body: &[u8]) {
+    let Some(fast) = ReplySummaryWire::skim(body) else {
+        return;
+    };
+    let slow = serde_json::from_slice::<ReplySummaryWire>(body).unwrap_or_else(|e| {
+        panic!(
+            "serde refuses what the fast path read ({e}): {}",
+            String::from_utf8_lossy(body)
+        )
+    });
+    assert_eq!(summary_view(fast), summary_view(slow));
+}
+
+const SKIM_CHUNKS: [&str; 5] = [
+    r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1796292988,"model":"gpt-4o","system_fingerprint":null,"choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}]}"#,
+    r#"{"id":"c","choices":[{"index":1,"delta":{"content":"caf\u00e9 \"quoted\"\n"},"logprobs":{"content":[{"token":"x","logprob":-0.25,"bytes":[120],"top_logprobs":[]}]},"finish_reason":null}],"created":1,"model":"m"}"#,
+    r#"{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get","arguments":"{\"a\":"}}]},"finish_reason":null}]}"#,
+    r#"{"id":"c","choices":[],"usage":{"prompt_tokens":20,"completion_tokens":9,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":3},"completion_tokens_details":{"reasoning_tokens":2}}}"#,
+    r#" { "id" : "c" , "choices" : [ { "index" : 0 , "delta" : { } , "finish_reason" : "length" } ] , "error" : null } "#,
+];
+
+#[test]
+fn skimmed_chunks_read_as_serde_reads_them() {
+    for data in SKIM_CHUNKS {
+        assert!(ChunkWire::skim(data).is_some(), "declined {data}");
+        check_chunk(data);
+    }
+    // Declined, and serde decides: an error member, a field twice, a wrong type, an
+    // escaped key, a fraction where an integer goes.
+    for data in [
+        r#"{"error":{"message":"overloaded","type":"server_error"}}"#,
+        r#"{"id":"a","id":"b","choices":[]}"#,
+        r#"{"id":null,"choices":[]}"#,
+        r#"{"i\u0064":"a","choices":[]}"#,
+        r#"{"created":1.5,"choices":[]}"#,
+        r#"{"choices":[{"index":-1}]}"#,
+        r#"{"choices":null}"#,
+    ] {
+        assert!(ChunkWire::skim(data).is_none(), "took {data}");
+    }
+}
+
+#[test]
+fn skimmed_replies_read_as_serde_reads_them() {
+    let body = br#"{"id":"chatcmpl-mock0","object":"chat.completion","created":1796292905,"model":"echo","choices":[{"index":0,"message":{"role":"assistant","content":"Say \"hi\"","refusal":null},"logprobs":null,"finish_reason":"stop"},{"index":1,"message":{},"finish_reason":null}],"usage":{"prompt_tokens":20,"completion_tokens":9,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}"#;
+    let fast = ReplySummaryWire::skim(body).expect("read");
+    assert_eq!(
+        summary_view(fast),
+        (
+            "echo".to_owned(),
+            vec![Some("stop".to_owned()), None],
+            Some(Usage {
+                input_tokens: 20,
+                output_tokens: 9,
+                ..Usage::default()
+            })
+        )
+    );
+    check_summary(body);
+    // A reply without choices, or a choice without its message, is no reply: serde says so.
+    for body in [
+        &br#"{"model":"m"}"#[..],
+        br#"{"model":"m","choices":[{"finish_reason":"stop"}]}"#,
+        b"{\"model\":\"\xff\",\"choices\":[]}",
+    ] {
+        assert!(ReplySummaryWire::skim(body).is_none());
+        assert!(summarise_chat_reply(bytes::Bytes::copy_from_slice(body)).is_err());
+    }
+}
+
+proptest::proptest! {
+    /// Any one-byte change to a chunk or a reply: the fast path declines, or agrees with serde.
+    #[test]
+    fn a_damaged_chunk_is_declined_or_read_as_serde_reads_it(
+        which in 0..SKIM_CHUNKS.len(),
+        at in 0usize..400,
+        byte in proptest::sample::select(b" \"\\{}[],:0123456789.-+eEtrufalsn\x07x\n".to_vec()),
+        op in 0u8..3,
+    ) {
+        let mut data = SKIM_CHUNKS[which].as_bytes().to_vec();
+        let at = at % (data.len() + 1);
+        match op {
+            0 if at < data.len() => data[at] = byte,
+            1 if at < data.len() => { data.remove(at); }
+            _ => data.insert(at, byte),
+        }
+        if let Ok(data) = std::str::from_utf8(&data) {
+            check_chunk(data);
+        }
+        check_summary(&data);
+    }
+}
