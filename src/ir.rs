@@ -1120,10 +1120,13 @@ pub struct Principal {
 impl Principal {
     /// The principal of requests when auth is off.
     pub fn anonymous() -> Self {
-        Self {
+        // Built once: every request of a sidecar without keys is this principal, and two
+        // fresh `Arc<str>`s per request are two allocations for the same two words.
+        static ANONYMOUS: std::sync::LazyLock<Principal> = std::sync::LazyLock::new(|| Principal {
             key_name: Arc::from("anonymous"),
             team: Arc::from("default"),
-        }
+        });
+        ANONYMOUS.clone()
     }
 }
 

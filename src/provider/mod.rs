@@ -281,9 +281,15 @@ impl Provider {
         let mut req = http::Request::builder()
             .method(http::Method::POST)
             .uri(format!("{}{}", h.base_url, path))
-            .header(http::header::CONTENT_TYPE, "application/json");
+            .header(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
         if stream {
-            req = req.header(http::header::ACCEPT, "text/event-stream");
+            req = req.header(
+                http::header::ACCEPT,
+                HeaderValue::from_static("text/event-stream"),
+            );
         }
         for (k, v) in &h.headers {
             req = req.header(k, v);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
-use http::{HeaderValue, Method, StatusCode};
+use http::{HeaderName, HeaderValue, Method, StatusCode};
 use http_body::Frame;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
 use tower::{Layer, Service};
@@ -26,6 +26,13 @@ pub mod openai;
 
 /// The response body type of the data plane: one box per response, at this boundary.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+// The reply headers switchyard adds, named once: a header inserted by a `&str` name is
+// copied into a fresh allocation on every request.
+const PROVIDER: HeaderName = HeaderName::from_static("x-switchyard-provider");
+const MODEL: HeaderName = HeaderName::from_static("x-switchyard-model");
+const ATTEMPTS: HeaderName = HeaderName::from_static("x-switchyard-attempts");
+const OVERHEAD_US: HeaderName = HeaderName::from_static("x-switchyard-overhead-us");
 
 /// A complete body.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -334,10 +341,8 @@ where
                 .elapsed()
                 .saturating_sub(reply.upstream_time)
                 .as_micros();
-            resp.headers_mut().insert(
-                "x-switchyard-overhead-us",
-                HeaderValue::from(overhead as u64),
-            );
+            resp.headers_mut()
+                .insert(OVERHEAD_US, HeaderValue::from(overhead as u64));
             resp
         }
     }
@@ -369,12 +374,17 @@ fn add_reply_headers(
     if let Some(s) = served_by {
         let h = resp.headers_mut();
         if let Ok(v) = HeaderValue::from_str(&s.provider) {
-            h.insert("x-switchyard-provider", v);
+            h.insert(PROVIDER, v);
         }
         if let Ok(v) = HeaderValue::from_str(&s.model) {
-            h.insert("x-switchyard-model", v);
+            h.insert(MODEL, v);
         }
-        h.insert("x-switchyard-attempts", HeaderValue::from(attempts));
+        // Attempts are few: their values are static (no allocation per reply).
+        const COUNTS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+        let n = COUNTS
+            .get(attempts as usize)
+            .map(|c| HeaderValue::from_static(c));
+        h.insert(ATTEMPTS, n.unwrap_or_else(|| HeaderValue::from(attempts)));
     }
 }
 
@@ -419,7 +429,7 @@ pub fn error_response(format: Format, err: &Error) -> http::Response<Body> {
         .as_deref()
         .and_then(|p| HeaderValue::from_str(p).ok())
     {
-        resp.headers_mut().insert("x-switchyard-provider", p);
+        resp.headers_mut().insert(PROVIDER, p);
     }
     resp
 }
