@@ -914,14 +914,7 @@ impl ReplySummaryWire {
         skim::document(body, |r| {
             r.object(|r, k| match k {
                 "model" => skim::once(&mut model, r.str()?.into_owned()),
-                "choices" => {
-                    let mut all = Vec::new();
-                    r.array(|r| {
-                        all.push(ChoiceSummaryWire::skim(r)?);
-                        Some(())
-                    })?;
-                    skim::once(&mut choices, all)
-                }
+                "choices" => skim::once(&mut choices, r.list(ChoiceSummaryWire::skim)?),
                 "usage" => skim::once(&mut usage, serde_json::from_str(r.raw()?).ok()?),
                 _ => r.skip(),
             })
@@ -1188,14 +1181,7 @@ impl<'a> ChunkWire<'a> {
                 "id" => skim::once(&mut id, r.str()?),
                 "model" => skim::once(&mut model, r.str()?),
                 "created" => skim::once(&mut created, r.uint()?),
-                "choices" => {
-                    let mut all = Vec::new();
-                    r.array(|r| {
-                        all.push(ChunkChoiceWire::skim(r)?);
-                        Some(())
-                    })?;
-                    skim::once(&mut choices, all)
-                }
+                "choices" => skim::once(&mut choices, r.list(ChunkChoiceWire::skim)?),
                 "usage" => skim::once(&mut usage, serde_json::from_str(r.raw()?).ok()?),
                 "error" if r.null() => skim::once(&mut error, ()),
                 "error" => None,

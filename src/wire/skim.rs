@@ -229,6 +229,16 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Reads an array whose every element `f` reads.
+    pub(crate) fn list<T>(&mut self, mut f: impl FnMut(&mut Self) -> Option<T>) -> Option<Vec<T>> {
+        let mut out = Vec::new();
+        self.array(|r| {
+            out.push(f(r)?);
+            Some(())
+        })?;
+        Some(out)
+    }
+
     fn enter(&mut self, open: u8) -> Option<()> {
         if self.depth >= MAX_DEPTH {
             return None;
