@@ -841,6 +841,49 @@ struct CompletionDetailsWire {
     reasoning_tokens: Option<u64>,
 }
 
+impl UsageWire {
+    /// `usage` read by [`skim`]: `None` for `null`; outer `None` where serde must decide.
+    fn skim(r: &mut skim::Reader<'_>) -> Option<Option<Self>> {
+        if r.null() {
+            return Some(None);
+        }
+        let (mut prompt, mut completion, mut cached, mut reasoning) = (None, None, None, None);
+        r.object(|r, k| match k {
+            "prompt_tokens" => skim::once(&mut prompt, r.uint()?),
+            "completion_tokens" => skim::once(&mut completion, r.uint()?),
+            "prompt_tokens_details" => skim::once(&mut cached, details(r, "cached_tokens")?),
+            "completion_tokens_details" => {
+                skim::once(&mut reasoning, details(r, "reasoning_tokens")?)
+            }
+            _ => r.skip(),
+        })?;
+        Some(Some(Self {
+            prompt_tokens: prompt.unwrap_or_default(),
+            completion_tokens: completion.unwrap_or_default(),
+            prompt_tokens_details: cached.map(|cached_tokens| PromptDetailsWire { cached_tokens }),
+            completion_tokens_details: reasoning
+                .map(|reasoning_tokens| CompletionDetailsWire { reasoning_tokens }),
+        }))
+    }
+}
+
+/// A `*_tokens_details` object's one count: `Some(None)` for a `null` object or count (the
+/// wire types keep both as `None`), outer `None` where serde must decide.
+fn details(r: &mut skim::Reader<'_>, name: &str) -> Option<Option<u64>> {
+    if r.null() {
+        return Some(None);
+    }
+    let mut count = None;
+    r.object(|r, k| {
+        if k != name {
+            return r.skip();
+        }
+        let v = if r.null() { None } else { Some(r.uint()?) };
+        skim::once(&mut count, v)
+    })?;
+    Some(count.flatten())
+}
+
 impl From<UsageWire> for Usage {
     fn from(u: UsageWire) -> Self {
         Usage {
@@ -915,7 +958,7 @@ impl ReplySummaryWire {
             r.object(|r, k| match k {
                 "model" => skim::once(&mut model, r.str()?.into_owned()),
                 "choices" => skim::once(&mut choices, r.list(ChoiceSummaryWire::skim)?),
-                "usage" => skim::once(&mut usage, serde_json::from_str(r.raw()?).ok()?),
+                "usage" => skim::once(&mut usage, UsageWire::skim(r)?),
                 _ => r.skip(),
             })
         })?;
@@ -1171,8 +1214,8 @@ struct FunctionDeltaWire<'a> {
 
 impl<'a> ChunkWire<'a> {
     /// The chunk read by [`skim`], when it reads it exactly as serde would. Tool-call deltas
-    /// and usage are small and rare, so serde reads those values; an `error` member sends
-    /// the whole chunk to serde.
+    /// are small and rare, so serde reads those values; an `error` member sends the whole
+    /// chunk to serde.
     fn skim(data: &'a str) -> Option<Self> {
         let (mut id, mut model, mut created, mut choices, mut usage, mut error) =
             (None, None, None, None, None, None);
@@ -1182,7 +1225,7 @@ impl<'a> ChunkWire<'a> {
                 "model" => skim::once(&mut model, r.str()?),
                 "created" => skim::once(&mut created, r.uint()?),
                 "choices" => skim::once(&mut choices, r.list(ChunkChoiceWire::skim)?),
-                "usage" => skim::once(&mut usage, serde_json::from_str(r.raw()?).ok()?),
+                "usage" => skim::once(&mut usage, UsageWire::skim(r)?),
                 "error" if r.null() => skim::once(&mut error, ()),
                 "error" => None,
                 _ => r.skip(),
