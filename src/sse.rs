@@ -198,6 +198,15 @@ pub fn write_json_event<T: serde::Serialize + ?Sized>(
 
 /// One event as bytes (see [`write_event`]).
 pub fn event_bytes(event: Option<&str>, data: &str) -> Bytes {
+    if event.is_none() && !data.contains('\n') {
+        // One `data:` line, as every JSON chunk is: one exact allocation (a `Vec` whose
+        // capacity is its length becomes `Bytes` without a second one).
+        let mut v = Vec::with_capacity(data.len() + 8);
+        v.extend_from_slice(b"data: ");
+        v.extend_from_slice(data.as_bytes());
+        v.extend_from_slice(b"\n\n");
+        return Bytes::from(v);
+    }
     let mut out = BytesMut::new();
     write_event(&mut out, event, data);
     out.freeze()
@@ -206,6 +215,21 @@ pub fn event_bytes(event: Option<&str>, data: &str) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_bytes_are_what_write_event_writes() {
+        for (event, data) in [
+            (None, r#"{"a":1}"#),
+            (None, ""),
+            (None, "line1\nline2"),
+            (Some("message_start"), r#"{"a":1}"#),
+        ] {
+            let mut out = BytesMut::new();
+            write_event(&mut out, event, data);
+            assert_eq!(event_bytes(event, data), out.freeze(), "{event:?} {data:?}");
+        }
+        assert_eq!(&event_bytes(None, "x")[..], b"data: x\n\n");
+    }
 
     fn parse_all(chunks: &[&[u8]]) -> Vec<Event> {
         let mut p = Parser::default();
