@@ -867,8 +867,10 @@ impl UsageWire {
     }
 }
 
-/// A `*_tokens_details` object's one count: `Some(None)` for a `null` object or count (the
-/// wire types keep both as `None`), outer `None` where serde must decide.
+/// A `*_tokens_details` object's one count; `Some(None)` when the object or the count is
+/// `null` or the count is absent; outer `None` where serde must decide. serde keeps a `null`
+/// object as no details and a countless one as details without a count: `Usage::from` reads
+/// both as 0, the only reading there is.
 fn details(r: &mut skim::Reader<'_>, name: &str) -> Option<Option<u64>> {
     if r.null() {
         return Some(None);
