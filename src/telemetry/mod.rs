@@ -26,9 +26,19 @@ pub fn init(cfg: &TelemetryConfig) -> Option<trace::Tracing> {
     let tracing = match settings.as_ref().map(trace::Tracing::start) {
         Some(Ok((t, tracer))) => {
             layers.push(
+                // Spans carry only the attributes switchyard sets. The bridge's own (the
+                // callsite's source location and target, the thread, busy/idle time) mean
+                // nothing on a pool of async workers, and cost every span: the timing is two
+                // clock reads per poll, and each attribute is converted, encoded and sent.
+                // Context activation is off too: nothing here reads the OpenTelemetry
+                // current context (propagation reads the span's own), and it cost every poll.
                 tracing_opentelemetry::layer()
                     .with_tracer(tracer)
                     .with_location(false)
+                    .with_target(false)
+                    .with_threads(false)
+                    .with_tracked_inactivity(false)
+                    .with_context_activation(false)
                     .with_filter(filter_fn(|m| m.target() == trace::TARGET))
                     .boxed(),
             );
