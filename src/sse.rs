@@ -19,6 +19,15 @@ pub struct Event {
     pub id: Option<String>,
 }
 
+impl Event {
+    /// Empties every field, keeping the buffers.
+    fn clear(&mut self) {
+        self.event.clear();
+        self.data.clear();
+        self.id = None;
+    }
+}
+
 /// Why a stream could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -39,6 +48,8 @@ pub struct Parser {
     /// The previous chunk ended in `\r`: a leading `\n` of the next one belongs to it.
     skip_lf: bool,
     pending: Event,
+    /// `pending` was handed out by [`Parser::next_event_ref`]; cleared on the next call.
+    lent: bool,
     has_data: bool,
     has_fields: bool,
     max_line: usize,
@@ -61,6 +72,7 @@ impl Parser {
             scanned: 0,
             skip_lf: false,
             pending: Event::default(),
+            lent: false,
             has_data: false,
             has_fields: false,
             max_line,
@@ -81,6 +93,15 @@ impl Parser {
 
     /// The next complete event, if the buffered bytes hold one.
     pub fn next_event(&mut self) -> Result<Option<Event>, ParseError> {
+        Ok(self.next_event_ref()?.cloned())
+    }
+
+    /// As [`Parser::next_event`], but lends the event: its buffers are reused by the next
+    /// call, so a stream of events costs no allocation per event.
+    pub fn next_event_ref(&mut self) -> Result<Option<&Event>, ParseError> {
+        if std::mem::take(&mut self.lent) {
+            self.pending.clear();
+        }
         loop {
             let Some(rel) = memchr::memchr2(b'\n', b'\r', &self.buf[self.scanned..]) else {
                 self.scanned = self.buf.len();
@@ -105,8 +126,9 @@ impl Parser {
             let line = self.buf.split_to(consumed);
             self.scanned = 0;
             let line = std::str::from_utf8(&line[..end]).map_err(|_| ParseError::InvalidUtf8)?;
-            if let Some(event) = self.line(line) {
-                return Ok(Some(event));
+            if self.line(line) {
+                self.lent = true;
+                return Ok(Some(&self.pending));
             }
         }
     }
@@ -117,19 +139,22 @@ impl Parser {
         !self.buf.is_empty() || self.has_fields
     }
 
-    fn line(&mut self, line: &str) -> Option<Event> {
+    /// Takes one line; true when it dispatches `pending`.
+    fn line(&mut self, line: &str) -> bool {
         if line.is_empty() {
             if !self.has_fields {
-                return None;
+                return false;
             }
-            let event = std::mem::take(&mut self.pending);
             self.has_fields = false;
             let had_data = std::mem::replace(&mut self.has_data, false);
             // Per the spec an event with no data is not dispatched.
-            return had_data.then_some(event);
+            if !had_data {
+                self.pending.clear();
+            }
+            return had_data;
         }
         if line.starts_with(':') {
-            return None;
+            return false;
         }
         let (field, value) = match line.find(':') {
             Some(i) => {
@@ -146,12 +171,12 @@ impl Parser {
                 self.pending.data.push_str(value);
                 self.has_data = true;
             }
-            "event" => self.pending.event = value.to_owned(),
+            "event" => value.clone_into(&mut self.pending.event),
             "id" if !value.contains('\0') => self.pending.id = Some(value.to_owned()),
-            _ => return None, // `retry` and unknown fields are ignored
+            _ => return false, // `retry` and unknown fields are ignored
         }
         self.has_fields = true;
-        None
+        false
     }
 }
 
@@ -198,18 +223,24 @@ pub fn write_json_event<T: serde::Serialize + ?Sized>(
 
 /// One event as bytes (see [`write_event`]).
 pub fn event_bytes(event: Option<&str>, data: &str) -> Bytes {
-    if event.is_none() && !data.contains('\n') {
-        // One `data:` line, as every JSON chunk is: one exact allocation (a `Vec` whose
-        // capacity is its length becomes `Bytes` without a second one).
-        let mut v = Vec::with_capacity(data.len() + 8);
-        v.extend_from_slice(b"data: ");
-        v.extend_from_slice(data.as_bytes());
-        v.extend_from_slice(b"\n\n");
-        return Bytes::from(v);
+    if event.is_none() && memchr::memchr(b'\n', data.as_bytes()).is_none() {
+        return data_line_bytes(data);
     }
     let mut out = BytesMut::new();
     write_event(&mut out, event, data);
     out.freeze()
+}
+
+/// A default-type event whose `data` is one line (as every JSON chunk is; the caller knows it
+/// has no `\n`), in one exact allocation: a `Vec` whose capacity is its length becomes `Bytes`
+/// without a second one.
+pub fn data_line_bytes(data: &str) -> Bytes {
+    debug_assert!(!data.contains('\n'));
+    let mut v = Vec::with_capacity(data.len() + 8);
+    v.extend_from_slice(b"data: ");
+    v.extend_from_slice(data.as_bytes());
+    v.extend_from_slice(b"\n\n");
+    Bytes::from(v)
 }
 
 #[cfg(test)]
@@ -229,6 +260,10 @@ mod tests {
             assert_eq!(event_bytes(event, data), out.freeze(), "{event:?} {data:?}");
         }
         assert_eq!(&event_bytes(None, "x")[..], b"data: x\n\n");
+        assert_eq!(
+            data_line_bytes(r#"{"a":1}"#),
+            event_bytes(None, r#"{"a":1}"#)
+        );
     }
 
     fn parse_all(chunks: &[&[u8]]) -> Vec<Event> {
@@ -309,6 +344,32 @@ data: \xc3\xa9t\xc3\xa9 \xe2\x82\xac\n\ndata: [DONE]\n\n";
     #[test]
     fn event_without_data_is_not_dispatched() {
         assert!(parse_all(&[b"event: ping\n\n"]).is_empty());
+    }
+
+    #[test]
+    fn a_lent_event_carries_nothing_of_the_one_before() {
+        let mut p = Parser::default();
+        // A named event with an id; a plain one; an undispatched (data-less) named one; a
+        // plain one again.
+        p.push(b"event: a\nid: 7\ndata: one\ndata: two\n\ndata: three\n\nevent: b\nid: 8\n\ndata: four\n\n");
+        let mut seen = Vec::new();
+        while let Some(ev) = p.next_event_ref().unwrap() {
+            seen.push(ev.clone());
+        }
+        let ev = |event: &str, data: &str, id: Option<&str>| Event {
+            event: event.into(),
+            data: data.into(),
+            id: id.map(Into::into),
+        };
+        assert_eq!(
+            seen,
+            [
+                ev("a", "one\ntwo", Some("7")),
+                ev("", "three", None),
+                ev("", "four", None),
+            ]
+        );
+        assert!(!p.has_partial());
     }
 
     #[test]

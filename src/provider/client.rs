@@ -184,7 +184,7 @@ impl Stream for UpstreamStream {
                 return Poll::Ready(None);
             }
             // Drain every complete event already buffered before reading more.
-            match this.parser.next_event() {
+            match this.parser.next_event_ref() {
                 Err(e) => {
                     return this.fail(Error::new(
                         ErrorKind::Protocol,
@@ -192,7 +192,7 @@ impl Stream for UpstreamStream {
                     ))
                 }
                 Ok(Some(ev)) => {
-                    if let Err(e) = this.decoder.event(&ev, &mut this.scratch) {
+                    if let Err(e) = this.decoder.event(ev, &mut this.scratch) {
                         return this.fail(e);
                     }
                     this.pending.extend(this.scratch.drain(..));

@@ -1327,7 +1327,7 @@ impl wire::StreamDecoder for StreamDecoder {
             && c.usage.is_none()
             && ev.event.is_empty()
             && ev.id.is_none()
-            && !data.contains('\n');
+            && memchr::memchr(b'\n', data.as_bytes()).is_none();
         if !self.started {
             self.started = true;
             out.push(StreamEvent::Start {
@@ -1385,7 +1385,7 @@ impl wire::StreamDecoder for StreamDecoder {
         if verbatim {
             let events = out.split_off(first);
             out.push(StreamEvent::Verbatim {
-                frame: sse::event_bytes(None, data),
+                frame: sse::data_line_bytes(data),
                 events,
             });
         }
