@@ -223,7 +223,7 @@ pub fn write_json_event<T: serde::Serialize + ?Sized>(
 
 /// One event as bytes (see [`write_event`]).
 pub fn event_bytes(event: Option<&str>, data: &str) -> Bytes {
-    if event.is_none() && memchr::memchr(b'\n', data.as_bytes()).is_none() {
+    if event.is_none() && is_one_line(data) {
         return data_line_bytes(data);
     }
     let mut out = BytesMut::new();
@@ -231,11 +231,16 @@ pub fn event_bytes(event: Option<&str>, data: &str) -> Bytes {
     out.freeze()
 }
 
+/// Whether `data` is one line (has no `\n`), as every JSON chunk is.
+pub fn is_one_line(data: &str) -> bool {
+    memchr::memchr(b'\n', data.as_bytes()).is_none()
+}
+
 /// A default-type event whose `data` is one line (as every JSON chunk is; the caller knows it
 /// has no `\n`), in one exact allocation: a `Vec` whose capacity is its length becomes `Bytes`
 /// without a second one.
 pub fn data_line_bytes(data: &str) -> Bytes {
-    debug_assert!(!data.contains('\n'));
+    debug_assert!(is_one_line(data));
     let mut v = Vec::with_capacity(data.len() + 8);
     v.extend_from_slice(b"data: ");
     v.extend_from_slice(data.as_bytes());

@@ -1327,7 +1327,7 @@ impl wire::StreamDecoder for StreamDecoder {
             && c.usage.is_none()
             && ev.event.is_empty()
             && ev.id.is_none()
-            && memchr::memchr(b'\n', data.as_bytes()).is_none();
+            && sse::is_one_line(data);
         if !self.started {
             self.started = true;
             out.push(StreamEvent::Start {
