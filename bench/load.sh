@@ -17,6 +17,7 @@ DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-1s}"            # unmeasured oha run before each measured one ("0" to skip)
 MOCK_PORT="${MOCK_PORT:-9101}"
 BARE_PORT="${BARE_PORT:-9102}"
+BARE1_PORT="${BARE1_PORT:-9104}"        # the bare proxy on one thread, like switchyard's default
 SY_PORT="${SY_PORT:-4100}"
 SY_ADMIN_PORT="${SY_ADMIN_PORT:-9565}"
 FULL_PORT="${FULL_PORT:-4101}"          # switchyard with every feature on (keys, Redis, tracing)
@@ -51,8 +52,8 @@ build_bare_proxy
 # Processes: started here, stopped on any exit
 # ---------------------------------------------------------------------------------------------
 bench_setup bench
-require_free_ports "MOCK_PORT/BARE_PORT/SY_PORT/SY_ADMIN_PORT/FULL_PORT/FULL_ADMIN_PORT/SINK_PORT" \
-  "$MOCK_PORT" "$BARE_PORT" "$SY_PORT" "$SY_ADMIN_PORT" "$FULL_PORT" "$FULL_ADMIN_PORT" "$SINK_PORT"
+require_free_ports "MOCK_PORT/BARE_PORT/BARE1_PORT/SY_PORT/SY_ADMIN_PORT/FULL_PORT/FULL_ADMIN_PORT/SINK_PORT" \
+  "$MOCK_PORT" "$BARE_PORT" "$BARE1_PORT" "$SY_PORT" "$SY_ADMIN_PORT" "$FULL_PORT" "$FULL_ADMIN_PORT" "$SINK_PORT"
 
 status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 # Reset VmHWM to the current RSS (Linux >= 4.0), so each run's peak is its own. Best effort.
@@ -69,6 +70,10 @@ log "starting bare proxy on 127.0.0.1:$BARE_PORT -> 127.0.0.1:$MOCK_PORT"
 BARE_PID=$!; PIDS+=("$BARE_PID")
 wait_http "http://127.0.0.1:$BARE_PORT/" any "$BARE_PID"
 BARE_IDLE_RSS_KIB="$(status_kib "$BARE_PID" VmRSS)"
+log "starting bare proxy (one thread) on 127.0.0.1:$BARE1_PORT -> 127.0.0.1:$MOCK_PORT"
+BARE_PROXY_THREADS=1 "$BARE_BIN" "127.0.0.1:$BARE1_PORT" "127.0.0.1:$MOCK_PORT" >"$WORK/bare1.log" 2>&1 &
+BARE1_PID=$!; PIDS+=("$BARE1_PID")
+wait_http "http://127.0.0.1:$BARE1_PORT/" any "$BARE1_PID"
 
 sed "s#http://127.0.0.1:9101/v1#http://127.0.0.1:$MOCK_PORT/v1#" "$ROOT/bench/switchyard.yaml" >"$WORK/switchyard.yaml"
 log "starting switchyard on 127.0.0.1:$SY_PORT (admin 127.0.0.1:$SY_ADMIN_PORT)"
@@ -144,18 +149,20 @@ body() { # body MODEL MODE
 }
 url_of() { case "$1" in mock) echo "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" ;;
   bare) echo "http://127.0.0.1:$BARE_PORT/v1/chat/completions" ;;
+  bare1) echo "http://127.0.0.1:$BARE1_PORT/v1/chat/completions" ;;
   switchyard) echo "http://127.0.0.1:$SY_PORT/v1/chat/completions" ;;
   full) echo "http://127.0.0.1:$FULL_PORT/v1/chat/completions" ;; esac; }
 model_of() { # model_of TARGET MODE: the mock's model names directly, switchyard's route names
   if [[ "$1" == switchyard || "$1" == full ]]; then [[ "$2" == stream ]] && echo chat-stream || echo chat-default
   else [[ "$2" == stream ]] && echo lorem || echo echo; fi
 }
-pid_of() { case "$1" in mock) echo "$MOCK_PID" ;; bare) echo "$BARE_PID" ;; switchyard) echo "$SY_PID" ;;
+pid_of() { case "$1" in mock) echo "$MOCK_PID" ;; bare) echo "$BARE_PID" ;; bare1) echo "$BARE1_PID" ;;
+  switchyard) echo "$SY_PID" ;;
   full) echo "$FULL_PID" ;; esac; }
 # auth_of TARGET: the caller key header the full variant requires (none for the others).
 auth_of() { [[ "$1" == full ]] && echo "authorization: Bearer $FULL_KEY" || echo "x-bench: 1"; }
 
-TARGETS=(mock bare switchyard full)
+TARGETS=(mock bare bare1 switchyard full)
 MODES=(unary stream)
 
 # Smoke test: one request per target and mode must answer 200 with the expected shape.
@@ -284,26 +291,30 @@ print("Budget (vs bare proxy, same run): switchyard (default config) CPU/request
       "p50 <= +50 us and p99 <= +250 us; stream time to first byte <= +100 us.")
 print()
 print("Targets: **mock** = the upstream alone; **bare** = a minimal hyper pass-through proxy "
-      "(bench/bare-proxy); **switchyard** = default config, one provider, metrics on; "
+      "(bench/bare-proxy) on tokio's multi-thread runtime, the budget's baseline; **bare1** = "
+      "the same proxy on tokio's one-thread runtime, as switchyard serves by default; **switchyard** = default config, one provider, metrics on; "
       "**full** = switchyard with a caller key, RPM/TPM limits and a daily budget in Redis, "
       "metrics, every span exported over OTLP/HTTP.")
 print()
 hdr = ["target", "mode", "conc", "req/s", "p50 ms", "p99 ms", "success", "requests",
-       "CPU us/req", "CPU ratio vs bare", "p50 +us vs bare", "p50 +us vs mock",
+       "CPU us/req", "CPU ratio vs bare", "vs bare1", "p50 +us vs bare", "p50 +us vs mock",
        "peak RSS MiB", "budget"]
 print("| " + " | ".join(hdr) + " |")
 print("|" + "|".join(["---"] * 2 + ["--:"] * (len(hdr) - 3) + [":-:"]) + "|")
 for r in rows:
     bare = by.get(("bare", r["mode"], r["c"]))
+    bare1 = by.get(("bare1", r["mode"], r["c"]))
     mock = by.get(("mock", r["mode"], r["c"]))
     proxy = r["t"] != "mock"
     cpu = "%.1f" % r["cpu"] if proxy else "-"
-    ratio = dp50 = dmock = rss = budget = "-"
+    ratio = ratio1 = dp50 = dmock = rss = budget = "-"
     if proxy:
         rss = "%.1f" % r["hwm"]
         if bare:
             ratio = "%.2fx" % (r["cpu"] / bare["cpu"])
             dp50 = "%+.0f" % ((r["p50"] - bare["p50"]) * 1e3)
+        if bare1 and r["t"] not in ("bare", "bare1"):
+            ratio1 = "%.2fx" % (r["cpu"] / bare1["cpu"])
         if mock:
             dmock = "%+.0f" % ((r["p50"] - mock["p50"]) * 1e3)
     if r["t"] in ("switchyard", "full") and bare:
@@ -313,9 +324,9 @@ for r in rows:
         if r["c"] == 1 and (r["p99"] - bare["p99"]) * 1e3 > 250: over.append("p99")
         if r["succ"] < 100: over.append("errors")
         budget = "ok" if not over else "OVER: " + ", ".join(over)
-    print("| %s | %s | %d | %.0f | %.3f | %.3f | %.2f%% | %d | %s | %s | %s | %s | %s | %s |" % (
+    print("| %s | %s | %d | %.0f | %.3f | %.3f | %.2f%% | %d | %s | %s | %s | %s | %s | %s | %s |" % (
         r["t"], r["mode"], r["c"], r["rps"], r["p50"], r["p99"], r["succ"], r["done"],
-        cpu, ratio, dp50, dmock, rss, budget))
+        cpu, ratio, ratio1, dp50, dmock, rss, budget))
 print()
 if ttfb:
     print("Streams, time to first byte (one keep-alive connection, %d sequential requests "
@@ -325,7 +336,7 @@ if ttfb:
     print("|---|--:|--:|--:|--:|--:|:-:|")
     b = ttfb.get("bare")
     for t, v in ttfb.items():
-        d = "-" if t in ("mock", "bare") or not b else "%+.0f" % ((v["ttfb_p50"] - b["ttfb_p50"]) * 1e3)
+        d = "-" if t in ("mock", "bare", "bare1") or not b else "%+.0f" % ((v["ttfb_p50"] - b["ttfb_p50"]) * 1e3)
         ok = "-"
         if t in ("switchyard", "full") and b:
             ok = "ok" if (v["ttfb_p50"] - b["ttfb_p50"]) * 1e3 <= 100 else "OVER"

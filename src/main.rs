@@ -34,6 +34,10 @@ enum Command {
         /// Override the admin-plane address.
         #[arg(long)]
         admin: Option<SocketAddr>,
+        /// Threads that serve requests: 1 (the default) runs everything on one thread, as a
+        /// sidecar with a core or less should; 0 gives one per available core.
+        #[arg(long, env = "SWITCHYARD_THREADS", default_value_t = 1)]
+        threads: usize,
     },
     /// Validate a config file and print the resolved routes.
     Check {
@@ -203,13 +207,34 @@ fn limit_arenas() {
     }
 }
 
+/// The runtime `serve` runs on. One thread by default: a sidecar is given a core or less,
+/// and on one thread a request never wakes another (a cross-thread wake-up is a futex call
+/// each way, and a task stolen by the other worker finds its data in the other core's cache).
+/// On 2 shared cores, unary requests through the default config, the CPU per request fell
+/// 82 → 73 µs at 1 connection, 49 → 31 µs at 16 and 43 → 32 µs at 64 against tokio's
+/// multi-thread scheduler (`--threads 0`), with the same instructions per request: what went
+/// was futex calls and cache misses. The other commands keep tokio's default.
+fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(0) | None => tokio::runtime::Builder::new_multi_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
+    builder.enable_all().build()
+}
+
 fn main() -> ExitCode {
     limit_arenas();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let threads = match &cli.command {
+        Command::Serve { threads, .. } => Some(*threads),
+        _ => None,
+    };
+    let runtime = match runtime(threads) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("switchyard: cannot start the runtime: {e}");
@@ -222,6 +247,7 @@ fn main() -> ExitCode {
                 config,
                 listen,
                 admin,
+                threads: _,
             } => {
                 let mut cfg = match load(config.as_ref()) {
                     Ok(c) => c,

@@ -182,35 +182,40 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let limits = (self.max_body_bytes, self.body_timeout);
-        // The body is read by a task of its own. Read here, in the connection's task, each
-        // poll of the body signals hyper's connection (the same task) that more is wanted: a
-        // task woken while it runs is rescheduled as a yield, and tokio wakes another worker
-        // thread to steal it — two futex wake-ups and a thread switch per request, most of
-        // the CPU a request costs at one connection. From its own task the same signal is an
-        // ordinary hand-over. A slow body (slowloris) is cut at `body_timeout` all the same;
-        // a caller that goes away ends the read with its connection.
+        // On tokio's multi-thread scheduler the body is read by a task of its own. Read in
+        // the connection's task, each poll of the body signals hyper's connection (the same
+        // task) that more is wanted: a task woken while it runs is rescheduled as a yield,
+        // and tokio wakes another worker thread to steal it — two futex wake-ups and a thread
+        // switch per request. From its own task the same signal is an ordinary hand-over. On
+        // the one-thread scheduler (`serve`'s default) nothing can steal the task, so the
+        // body is read right here and the spawn is saved. Either way a slow body
+        // (slowloris) is cut at `body_timeout`, and a caller that goes away ends the read
+        // with its connection.
         let (parts, body) = req.into_parts();
-        let read = tokio::spawn(tokio::time::timeout(
-            limits.1,
-            Limited::new(body, limits.0).collect(),
-        ));
+        let read = tokio::time::timeout(limits.1, Limited::new(body, limits.0).collect());
+        if tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::CurrentThread
+        {
+            return Box::pin(async move {
+                Ok(handle(inner, limits, parts, async { Ok(read.await) }).await)
+            });
+        }
+        let read = tokio::spawn(read);
         Box::pin(async move { Ok(handle(inner, limits, parts, read).await) })
     }
 }
 
-/// The request body being read in its own task: collected, over the limit, or timed out.
-type BodyRead = tokio::task::JoinHandle<
-    Result<
-        Result<http_body_util::Collected<Bytes>, Box<dyn std::error::Error + Send + Sync>>,
-        tokio::time::error::Elapsed,
-    >,
+/// The request body read: collected, over the limit, or timed out.
+type BodyResult = Result<
+    Result<http_body_util::Collected<Bytes>, Box<dyn std::error::Error + Send + Sync>>,
+    tokio::time::error::Elapsed,
 >;
 
 async fn handle<S>(
     mut inner: S,
     (max, body_timeout): (usize, Duration),
     parts: http::request::Parts,
-    body: BodyRead,
+    body: impl std::future::Future<Output = Result<BodyResult, tokio::task::JoinError>>,
 ) -> http::Response<Body>
 where
     S: Service<ir::Request, Response = Reply, Error = Error>,

@@ -5,7 +5,7 @@
 //! pooled `hyper_util::client::legacy` client with TCP_NODELAY, and the response is streamed
 //! back. No parsing, no policy, no logging.
 //!
-//! Usage: `bare-proxy LISTEN_ADDR UPSTREAM_ADDR`, e.g.
+//! Usage: `[BARE_PROXY_THREADS=1] bare-proxy LISTEN_ADDR UPSTREAM_ADDR`, e.g.
 //! `bare-proxy 127.0.0.1:9102 127.0.0.1:9101` (UPSTREAM_ADDR may also be `http://host:port`,
 //! optionally with a path prefix that is prepended to every forwarded path).
 
@@ -71,7 +71,11 @@ fn error(status: StatusCode) -> Response<Body> {
 
 async fn forward(up: Arc<Upstream>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let (mut parts, body) = req.into_parts();
-    let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
     let uri: Uri = match format!("{}{}{}", up.authority_base, up.prefix, pq).parse() {
         Ok(u) => u,
         Err(_) => return Ok(error(StatusCode::BAD_REQUEST)),
@@ -93,10 +97,18 @@ async fn forward(up: Arc<Upstream>, req: Request<Incoming>) -> Result<Response<B
 }
 
 fn parse_upstream(s: &str) -> Result<(String, String), String> {
-    let with_scheme = if s.contains("://") { s.to_string() } else { format!("http://{s}") };
-    let uri: Uri = with_scheme.parse().map_err(|e| format!("bad UPSTREAM_ADDR {s:?}: {e}"))?;
+    let with_scheme = if s.contains("://") {
+        s.to_string()
+    } else {
+        format!("http://{s}")
+    };
+    let uri: Uri = with_scheme
+        .parse()
+        .map_err(|e| format!("bad UPSTREAM_ADDR {s:?}: {e}"))?;
     if uri.scheme_str() != Some("http") {
-        return Err(format!("bad UPSTREAM_ADDR {s:?}: only http:// is supported"));
+        return Err(format!(
+            "bad UPSTREAM_ADDR {s:?}: only http:// is supported"
+        ));
     }
     let authority = uri
         .authority()
@@ -105,8 +117,26 @@ fn parse_upstream(s: &str) -> Result<(String, String), String> {
     Ok((format!("http://{authority}"), prefix))
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// tokio's multi-thread runtime (what `#[tokio::main]` builds, the baseline the bar
+/// was measured on), or with `BARE_PROXY_THREADS=1` the one-thread runtime `switchyard serve`
+/// uses by default, so the two can also be compared like for like.
+fn main() -> ExitCode {
+    let one = std::env::var("BARE_PROXY_THREADS").is_ok_and(|v| v == "1");
+    let mut builder = if one {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    match builder.enable_all().build() {
+        Ok(rt) => rt.block_on(serve()),
+        Err(e) => {
+            eprintln!("bare-proxy: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 3 {
         eprintln!("usage: bare-proxy LISTEN_ADDR UPSTREAM_ADDR");
@@ -134,7 +164,11 @@ async fn main() -> ExitCode {
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
         .build(http);
-    let up = Arc::new(Upstream { client, authority_base, prefix });
+    let up = Arc::new(Upstream {
+        client,
+        authority_base,
+        prefix,
+    });
 
     let listener = match TcpListener::bind(listen).await {
         Ok(l) => l,
