@@ -414,3 +414,61 @@ async fn batched_settlements_survive_redis_forgetting_its_scripts() {
     assert!(!d[0].allowed, "{d:?}");
     assert!(d[0].retry_after > Duration::from_millis(500), "{d:?}");
 }
+
+/// The admission step's reply carries every integer exactly: spend counters in nano-USD pass
+/// 1e14 (where Lua would write an exponent), and a refund can leave one below zero. Neither
+/// value exists in the local fallback, so this answer can only have come from Redis.
+#[tokio::test]
+async fn the_admission_reply_carries_large_and_negative_counters_exactly() {
+    use switchyard::state::{Counter, State, Take};
+    if !need_redis().await {
+        return;
+    }
+    let p = prefix("reply");
+    let big = format!("{{{p}}}:big");
+    let low = format!("{{{p}}}:low");
+    assert!(redis_cmd(&["SET", &big, "5000000000000000"])
+        .await
+        .starts_with("+OK"));
+    assert!(redis_cmd(&["SET", &low, "-12"]).await.starts_with("+OK"));
+    let counter = |key: &str, limit: Option<i64>| Counter {
+        key: key.to_owned(),
+        limit,
+        ttl: Duration::from_secs(60),
+    };
+    let state = redis_state();
+    let take = Take {
+        key: format!("{{{p}}}:rpm"),
+        limit: 600,
+        cost: 1,
+    };
+    let (decisions, reserved) = state
+        .admit_reserving(
+            vec![take],
+            vec![
+                counter(&big, Some(6_000_000_000_000_000)),
+                counter(&low, None),
+            ],
+            7,
+        )
+        .await;
+    assert_eq!(decisions.len(), 1);
+    assert!(decisions[0].allowed);
+    assert_eq!(decisions[0].remaining, 599);
+    assert!(reserved.allowed);
+    assert_eq!(reserved.values, vec![5_000_000_000_000_007, -5]);
+    // Over the ceiling: nothing is taken, and the values come back as found.
+    let (_, refused) = state
+        .admit_reserving(
+            vec![],
+            vec![
+                counter(&big, Some(5_000_000_000_000_007)),
+                counter(&low, None),
+            ],
+            1,
+        )
+        .await;
+    assert!(!refused.allowed);
+    assert_eq!(refused.values, vec![5_000_000_000_000_007, -5]);
+    assert!(state.healthy());
+}
