@@ -236,10 +236,10 @@ fn trim_memory() {
     tokio::spawn(async {
         /// In-flight requests that make a burst worth collecting after.
         const BURST: i64 = 32;
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         /// Seconds, from the burst's end, with a collection each.
         const AFTER: u8 = 5;
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut peak = 0;
         let mut left = 0;
         loop {

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, Either};
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use http_body::Frame;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
@@ -193,14 +193,13 @@ where
         // with its connection.
         let (parts, body) = req.into_parts();
         let read = tokio::time::timeout(limits.1, Limited::new(body, limits.0).collect());
-        if tokio::runtime::Handle::current().runtime_flavor()
+        let read = if tokio::runtime::Handle::current().runtime_flavor()
             == tokio::runtime::RuntimeFlavor::CurrentThread
         {
-            return Box::pin(async move {
-                Ok(handle(inner, limits, parts, async { Ok(read.await) }).await)
-            });
-        }
-        let read = tokio::spawn(read);
+            Either::Left(async move { Ok(read.await) })
+        } else {
+            Either::Right(tokio::spawn(read))
+        };
         Box::pin(async move { Ok(handle(inner, limits, parts, read).await) })
     }
 }
