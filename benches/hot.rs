@@ -505,7 +505,7 @@ fn target(name: &str, weight: u32, price: Option<f64>, ttfb_ms: u64) -> Target {
         service: tower::util::BoxCloneSyncService::new(svc),
         weight,
         tags: Arc::from([]),
-        price,
+        price: price.map(switchyard::cost::Price::flat),
         stats,
     }
 }

@@ -9,41 +9,9 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use serde::Deserialize;
-
 use crate::config::PriceConfig;
+pub use crate::ir::Price;
 use crate::ir::Usage;
-
-/// USD per million tokens of each kind.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Price {
-    /// Uncached input.
-    pub input: f64,
-    /// Output (reasoning included).
-    pub output: f64,
-    /// Input read from a prompt cache; defaults to `input`.
-    #[serde(default)]
-    pub cached_input: Option<f64>,
-    /// Input written to a prompt cache; defaults to `input`.
-    #[serde(default)]
-    pub cache_write: Option<f64>,
-}
-
-impl Price {
-    /// The cost of `usage` at this price (IR convention: cached and cache-write tokens are
-    /// subsets of `input_tokens`).
-    pub fn usd(&self, usage: &Usage) -> f64 {
-        let cached = usage.cached_input_tokens.min(usage.input_tokens);
-        let written = usage.cache_write_tokens.min(usage.input_tokens - cached);
-        let plain = usage.input_tokens - cached - written;
-        (plain as f64 * self.input
-            + cached as f64 * self.cached_input.unwrap_or(self.input)
-            + written as f64 * self.cache_write.unwrap_or(self.input)
-            + usage.output_tokens as f64 * self.output)
-            / 1_000_000.0
-    }
-}
 
 /// The pricing table.
 #[derive(Debug, Default)]

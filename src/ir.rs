@@ -589,13 +589,61 @@ pub struct RawReply {
     pub finish_reasons: Vec<FinishReason>,
 }
 
+/// USD per million tokens of each kind.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// Uncached input.
+    pub input: f64,
+    /// Output (reasoning included).
+    pub output: f64,
+    /// Input read from a prompt cache; defaults to `input`.
+    #[serde(default)]
+    pub cached_input: Option<f64>,
+    /// Input written to a prompt cache; defaults to `input`.
+    #[serde(default)]
+    pub cache_write: Option<f64>,
+}
+
+impl Price {
+    /// The cost of `usage` at this price (IR convention: cached and cache-write tokens are
+    /// subsets of `input_tokens`).
+    pub fn usd(&self, usage: &Usage) -> f64 {
+        let cached = usage.cached_input_tokens.min(usage.input_tokens);
+        let written = usage.cache_write_tokens.min(usage.input_tokens - cached);
+        let plain = usage.input_tokens - cached - written;
+        (plain as f64 * self.input
+            + cached as f64 * self.cached_input.unwrap_or(self.input)
+            + written as f64 * self.cache_write.unwrap_or(self.input)
+            + usage.output_tokens as f64 * self.output)
+            / 1_000_000.0
+    }
+
+    /// The same price for every kind of token.
+    pub fn flat(usd_per_million: f64) -> Self {
+        Self {
+            input: usd_per_million,
+            output: usd_per_million,
+            cached_input: None,
+            cache_write: None,
+        }
+    }
+
+    /// Input and output averaged: the `cheapest` strategy's single number.
+    pub fn blended(&self) -> f64 {
+        (self.input + self.output) / 2.0
+    }
+}
+
 /// The target that served a reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServedBy {
     /// Provider name from config.
     pub provider: Arc<str>,
     /// Upstream model name.
     pub model: Arc<str>,
+    /// The model's price in the config generation that built the target, when priced.
+    pub price: Option<Price>,
 }
 
 /// How a failure is classified: decides retry, status and the caller-facing error type.
@@ -791,6 +839,8 @@ pub struct Attempt {
     pub request: Arc<Request>,
     /// The model name the upstream knows.
     pub model: Arc<str>,
+    /// The target model's price, when priced (carried to [`ServedBy::price`]).
+    pub price: Option<Price>,
     /// 1 for the first attempt of a request, 2 for the next, ...
     pub number: u32,
 }
@@ -812,8 +862,9 @@ pub struct Target {
     pub weight: u32,
     /// Labels a request can require (`zero-data-retention`, `eu`, ...).
     pub tags: Arc<[Arc<str>]>,
-    /// Blended USD per million tokens, when priced (for the `cheapest` strategy).
-    pub price: Option<f64>,
+    /// The model's price, when priced: what its replies cost, and the `cheapest` strategy's
+    /// order.
+    pub price: Option<Price>,
     /// Live health and latency, shared by every route that names this target.
     pub stats: Arc<TargetStats>,
 }

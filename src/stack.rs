@@ -3,8 +3,8 @@
 //! ```text
 //! layer                 inserts                        consumes
 //! CatchPanic            -                              -
-//! SetRequestId          x-request-id header            -
-//! PropagateRequestId    x-request-id on the response   x-request-id header
+//! RequestId             x-request-id header (and on    x-request-id header
+//!                       the response)
 //! ServerSpan            the request's span (current)   traceparent, tracestate headers
 //! Surface (http → ir)   ir::Request{op, meta},         x-request-id header,
 //!                       ir::CallerKey                  ResponseHeaders, Error.headers
@@ -31,17 +31,13 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use http::{HeaderValue, StatusCode};
+use http::StatusCode;
 use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
 
 use crate::config::Config;
 use crate::cost::Prices;
@@ -57,6 +53,7 @@ use crate::layer::usage::{TapLayer, UsageLayer};
 use crate::provider::Provider;
 use crate::route::{Control, RouteLayer, Routes, SharedMakeTarget, SharedRoutes};
 use crate::state::{self, SharedState};
+use crate::surface::request_id::RequestIdLayer;
 use crate::surface::{self, SurfaceLayer};
 use crate::telemetry::trace::ServerSpanLayer;
 
@@ -95,7 +92,7 @@ fn make_target(
         service: BoxCloneSyncService::new(service),
         weight: 1,
         tags: Arc::from([]),
-        price: prices.lookup(model).map(|p| (p.input + p.output) / 2.0),
+        price: prices.lookup(model),
         stats,
     }
 }
@@ -150,44 +147,6 @@ pub fn routes_with(
     make: &SharedMakeTarget,
 ) -> Result<Routes, Error> {
     Ok(Routes::build(config, providers(config)?, &**make, control))
-}
-
-/// Request ids: a per-process random prefix and a counter — unique, cheap, and sortable
-/// within one sidecar's logs.
-#[derive(Clone)]
-struct MakeId {
-    prefix: u32,
-    next: Arc<AtomicU64>,
-}
-
-impl MakeId {
-    fn new() -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
-            .unwrap_or(0)
-            ^ std::process::id();
-        Self {
-            prefix: seed,
-            next: Arc::new(AtomicU64::new(0)),
-        }
-    }
-}
-
-impl MakeRequestId for MakeId {
-    fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        // `req_` + 8 hex digits of the process prefix + 10 of the counter, without `format!`.
-        let mut id = *b"req_000000000000000000";
-        let hex = |v: u64, out: &mut [u8]| {
-            for (i, b) in out.iter_mut().rev().enumerate() {
-                *b = b"0123456789abcdef"[((v >> (4 * i)) & 0xf) as usize];
-            }
-        };
-        hex(u64::from(self.prefix), &mut id[4..12]);
-        hex(n & 0xff_ffff_ffff, &mut id[12..]);
-        HeaderValue::from_bytes(&id).ok().map(RequestId::new)
-    }
 }
 
 fn panic_response(_: Box<dyn Any + Send + 'static>) -> http::Response<surface::Body> {
@@ -249,10 +208,9 @@ pub fn build(
         // A bug in one request answers 500 in the caller's format instead of killing the
         // connection (and every stream multiplexed on it).
         .layer(CatchPanicLayer::custom(panic_response))
-        // Every request has an id before anything logs it; a caller's own id is kept.
-        .layer(SetRequestIdLayer::x_request_id(MakeId::new()))
-        // ...and the caller sees it on the response.
-        .layer(PropagateRequestIdLayer::x_request_id())
+        // Every request has an id before anything logs it (a caller's own id is kept), and
+        // the caller sees it on the response.
+        .layer(RequestIdLayer::default())
         // One span per request, continuing the caller's trace; above the surface so it
         // covers decoding and encoding.
         .layer(ServerSpanLayer)
@@ -263,10 +221,7 @@ pub fn build(
         ))
         // Right below the surface: every decoded request is counted once when it settles,
         // rejections by any later layer included.
-        .layer(UsageLayer::new(
-            prices.clone(),
-            config.telemetry.log_content,
-        ))
+        .layer(UsageLayer::new(config.telemetry.log_content))
         // Who is calling, before anything is spent on them (401/403 in the caller's format).
         .layer(AuthLayer::new(keys.clone()))
         // Tells the usage layer the caller's team, so a rate-limit or budget refusal below is
@@ -293,26 +248,4 @@ pub fn build(
         state,
         spend,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_are_prefix_and_counter_in_hex() {
-        let mut m = MakeId {
-            prefix: 0x00ab_cdef,
-            next: Arc::new(AtomicU64::new(0x1f)),
-        };
-        let req = http::Request::new(());
-        let id = |m: &mut MakeId| {
-            m.make_request_id(&req)
-                .map(|r| r.header_value().to_str().unwrap().to_owned())
-        };
-        assert_eq!(id(&mut m).as_deref(), Some("req_00abcdef000000001f"));
-        assert_eq!(id(&mut m).as_deref(), Some("req_00abcdef0000000020"));
-        m.next = Arc::new(AtomicU64::new(u64::MAX));
-        assert_eq!(id(&mut m).as_deref(), Some("req_00abcdefffffffffff"));
-    }
 }

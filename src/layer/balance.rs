@@ -100,8 +100,8 @@ pub fn order(strategy: Strategy, targets: &[Target], rng: &mut fastrand::Rng) ->
         }
         Strategy::Cheapest => {
             out.sort_by(|a, b| {
-                let pa = a.price.unwrap_or(f64::INFINITY);
-                let pb = b.price.unwrap_or(f64::INFINITY);
+                let pa = a.price.map_or(f64::INFINITY, |p| p.blended());
+                let pb = b.price.map_or(f64::INFINITY, |p| p.blended());
                 pa.total_cmp(&pb)
             });
         }
@@ -125,7 +125,7 @@ mod tests {
             service: tower::util::BoxCloneSyncService::new(svc),
             weight,
             tags: Arc::from([]),
-            price,
+            price: price.map(crate::ir::Price::flat),
             stats: Arc::new(TargetStats::default()),
         }
     }

@@ -376,12 +376,13 @@ where
                 }
             };
             let json_output = json_output_estimate(&reply);
-            let served = reply.served_by.as_ref().map(|s| s.model.clone());
+            // Priced by the target that served it; by the name the caller asked for when that
+            // target's model has no price.
+            let served_price = reply.served_by.as_ref().and_then(|s| s.price);
             Ok(reply.on_settle(move |s| {
                 let used = estimate.settle(s, is_stream, json_output);
-                let cost = served
-                    .as_deref()
-                    .and_then(|m| layer.prices.usd(m, &used))
+                let cost = served_price
+                    .map(|p| p.usd(&used))
                     .or_else(|| layer.prices.usd(&public_model, &used))
                     .map_or(0, nano);
                 let ledger = &layer.ledger;
@@ -506,7 +507,7 @@ mod tests {
     use super::*;
     use crate::config::PriceConfig;
     use crate::ir::{
-        ChatReply, ChatRequest, Format, Message, Meta, Operation, ReplyBody, Role, ServedBy,
+        ChatReply, ChatRequest, Format, Message, Meta, Operation, Price, ReplyBody, Role, ServedBy,
         StreamEvent, Usage,
     };
     use crate::state::memory::MemoryState;
@@ -576,12 +577,41 @@ mod tests {
         })
     }
 
-    fn served(mut r: Reply) -> Reply {
+    /// Served by target `p/m`, priced like `m` in [`layer`].
+    fn served(r: Reply) -> Reply {
+        served_at(r, Some(per_token(1.0, 2.0)))
+    }
+
+    fn served_at(mut r: Reply, price: Option<Price>) -> Reply {
         r.served_by = Some(ServedBy {
             provider: Arc::from("p"),
             model: Arc::from("m"),
+            price,
         });
         r
+    }
+
+    fn per_token(input: f64, output: f64) -> Price {
+        Price {
+            input: input * 1e6,
+            output: output * 1e6,
+            cached_input: None,
+            cache_write: None,
+        }
+    }
+
+    fn chat_reply(input_tokens: u64, output_tokens: u64) -> Reply {
+        Reply::local(ReplyBody::Chat(ChatReply {
+            id: "x".into(),
+            model: "m".into(),
+            created: 0,
+            choices: vec![],
+            usage: Some(Usage {
+                input_tokens,
+                output_tokens,
+                ..Usage::default()
+            }),
+        }))
     }
 
     async fn spent(state: &SharedState, scope: &str, name: &str) -> f64 {
@@ -601,22 +631,32 @@ mod tests {
         let state: SharedState = Arc::new(MemoryState::new());
         let p = policy(Some(1000.0));
         let svc = layer(&state).layer(tower::service_fn(|_: Request| async {
-            Ok::<_, Error>(served(Reply::local(ReplyBody::Chat(ChatReply {
-                id: "x".into(),
-                model: "m".into(),
-                created: 0,
-                choices: vec![],
-                usage: Some(Usage {
-                    input_tokens: 5,
-                    output_tokens: 7,
-                    ..Usage::default()
-                }),
-            }))))
+            Ok::<_, Error>(served(chat_reply(5, 7)))
         }));
         svc.oneshot(request(false, &p)).await.unwrap();
         settle().await;
         assert_eq!(spent(&state, "k", "a").await, 5.0 + 14.0);
         assert_eq!(spent(&state, "t", "x").await, 19.0);
+    }
+
+    /// The price of the target that served a reply wins over the table's price of the name
+    /// the caller asked for; that one counts only when the target's model has no price.
+    #[tokio::test]
+    async fn replies_are_priced_by_the_target_that_served_them() {
+        let state: SharedState = Arc::new(MemoryState::new());
+        let p = policy(None);
+        let target_price = layer(&state).layer(tower::service_fn(|_: Request| async {
+            Ok::<_, Error>(served_at(chat_reply(5, 7), Some(per_token(3.0, 3.0))))
+        }));
+        target_price.oneshot(request(false, &p)).await.unwrap();
+        settle().await;
+        assert_eq!(spent(&state, "t", "x").await, 36.0);
+        let unpriced = layer(&state).layer(tower::service_fn(|_: Request| async {
+            Ok::<_, Error>(served_at(chat_reply(5, 7), None))
+        }));
+        unpriced.oneshot(request(false, &p)).await.unwrap();
+        settle().await;
+        assert_eq!(spent(&state, "t", "x").await, 36.0 + 19.0);
     }
 
     fn stream(events: Vec<StreamEvent>) -> Reply {

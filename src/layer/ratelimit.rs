@@ -682,6 +682,7 @@ mod tests {
                 meta: Meta::new(Arc::from("r"), Format::OpenAi),
             }),
             model: Arc::from("m"),
+            price: None,
             number: 1,
         };
         svc.clone().oneshot(attempt.clone()).await.unwrap();

@@ -282,6 +282,7 @@ impl Attempts {
         let attempt = Attempt {
             request: self.request.clone(),
             model: target.model.clone(),
+            price: target.price,
             number: self.attempts,
         };
         let started = Instant::now();
@@ -363,6 +364,7 @@ impl Attempts {
         Attempt {
             request: self.request.clone(),
             model: target.model.clone(),
+            price: target.price,
             number: self.attempts,
         }
     }

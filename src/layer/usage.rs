@@ -18,10 +18,9 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 use tracing::Span;
 
-use crate::cost::Prices;
 use crate::ir::{
-    Error, ErrorKind, EventStream, FinishReason, Operation, Plan, Principal, Reply, ReplyBody,
-    Request, Role, Settlement, StreamEvent, Usage,
+    Error, ErrorKind, EventStream, FinishReason, Operation, Plan, Price, Principal, Reply,
+    ReplyBody, Request, Role, Settlement, StreamEvent, Usage,
 };
 use crate::route::SharedRoutes;
 use crate::telemetry::logs;
@@ -113,18 +112,14 @@ impl<S: Service<Request>> Service<Request> for TapService<S> {
 /// Counts, logs and annotates every request once it settles.
 #[derive(Clone)]
 pub struct UsageLayer {
-    prices: Arc<Prices>,
     log_content: bool,
 }
 
 impl UsageLayer {
-    /// A usage layer pricing with `prices`; `log_content` adds prompts and completions to the
-    /// log line.
-    pub fn new(prices: Arc<Prices>, log_content: bool) -> Self {
-        Self {
-            prices,
-            log_content,
-        }
+    /// A usage layer; `log_content` adds prompts and completions to the log line. Replies
+    /// are priced by the target that served them ([`crate::ir::ServedBy::price`]).
+    pub fn new(log_content: bool) -> Self {
+        Self { log_content }
     }
 }
 
@@ -194,7 +189,6 @@ where
             estimated_input,
             prompt,
             log_content: self.layer.log_content,
-            prices: self.layer.prices.clone(),
             done: false,
         };
         UsageFuture {
@@ -335,7 +329,6 @@ pub struct Recorder {
     estimated_input: u64,
     prompt: Option<String>,
     log_content: bool,
-    prices: Arc<Prices>,
     done: bool,
 }
 
@@ -344,6 +337,7 @@ struct Outcome<'a> {
     status: u16,
     provider: Option<Arc<str>>,
     model: Option<Arc<str>>,
+    price: Option<Price>,
     gen_ai_provider: Option<Arc<str>>,
     attempts: u32,
     usage: Option<Usage>,
@@ -427,6 +421,7 @@ impl Recorder {
                 status,
                 provider: served.as_ref().map(|s| s.provider.clone()),
                 model: served.as_ref().map(|s| s.model.clone()),
+                price: served.as_ref().and_then(|s| s.price),
                 gen_ai_provider: gen_ai,
                 attempts,
                 usage,
@@ -455,6 +450,7 @@ impl Recorder {
             status: e.status,
             provider: e.provider.clone(),
             model: None,
+            price: None,
             gen_ai_provider: None,
             attempts: 0,
             usage: None,
@@ -501,11 +497,9 @@ impl Recorder {
             series.input_tokens.inc_by(u.input_tokens);
             series.output_tokens.inc_by(u.output_tokens);
             series.cached_tokens.inc_by(u.cached_input_tokens);
-            if let Some(model) = &o.model {
-                cost = self.prices.usd(model, u);
-                if let Some(c) = cost.filter(|c| *c > 0.0) {
-                    series.cost.inc_by(c);
-                }
+            cost = o.price.map(|p| p.usd(u));
+            if let Some(c) = cost.filter(|c| *c > 0.0) {
+                series.cost.inc_by(c);
             }
         }
         if o.error == Some(ErrorKind::RateLimited) && o.local {
@@ -581,6 +575,7 @@ impl Drop for Recorder {
                 status: 499,
                 provider: None,
                 model: None,
+                price: None,
                 gen_ai_provider: None,
                 attempts: 0,
                 usage: None,
@@ -631,7 +626,7 @@ mod tests {
     }
 
     fn usage() -> UsageLayer {
-        UsageLayer::new(Arc::new(Prices::builtin()), false)
+        UsageLayer::new(false)
     }
 
     #[tokio::test]

@@ -4,15 +4,18 @@
 use crate::ir::{Error, ErrorKind, Operation, ReplyBody};
 use crate::wire::{self, anthropic};
 
-use super::Http;
+use super::{Http, Path};
 
 /// Anthropic requires `max_tokens`; used when neither caller nor config gave one.
 pub(super) const DEFAULT_MAX_TOKENS: u32 = 4096;
 
-pub(super) fn encode(h: &Http, op: &Operation, model: &str) -> Result<(String, Vec<u8>), Error> {
+/// The paths [`encode`] sends to that do not depend on the model.
+pub(super) const FIXED_PATHS: &[&str] = &["/v1/messages"];
+
+pub(super) fn encode(h: &Http, op: &Operation, model: &str) -> Result<(Path, Vec<u8>), Error> {
     match op {
         Operation::Chat(c) => Ok((
-            "/v1/messages".to_owned(),
+            Path::Borrowed("/v1/messages"),
             anthropic::encode_request(c, model, h.default_max_tokens)?,
         )),
         Operation::Embeddings(_) => Err(Error::invalid(

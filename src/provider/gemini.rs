@@ -5,19 +5,21 @@
 use crate::ir::{Error, ErrorKind, Operation, ReplyBody};
 use crate::wire::{self, gemini};
 
-pub(super) fn encode(op: &Operation, model: &str) -> Result<(String, Vec<u8>), Error> {
+use super::Path;
+
+pub(super) fn encode(op: &Operation, model: &str) -> Result<(Path, Vec<u8>), Error> {
     let model = model.strip_prefix("models/").unwrap_or(model);
     match op {
         Operation::Chat(c) if c.stream => Ok((
-            format!("/models/{model}:streamGenerateContent?alt=sse"),
+            Path::Owned(format!("/models/{model}:streamGenerateContent?alt=sse")),
             gemini::encode_request(c)?,
         )),
         Operation::Chat(c) => Ok((
-            format!("/models/{model}:generateContent"),
+            Path::Owned(format!("/models/{model}:generateContent")),
             gemini::encode_request(c)?,
         )),
         Operation::Embeddings(e) => Ok((
-            format!("/models/{model}:batchEmbedContents"),
+            Path::Owned(format!("/models/{model}:batchEmbedContents")),
             gemini::encode_embeddings(e, model)?,
         )),
         _ => Err(Error::new(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
-use http::{HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue, Uri};
 use http_body_util::Full;
 
 use crate::config::{BreakerConfig, ProviderConfig, ProviderKind};
@@ -53,9 +53,17 @@ enum Adapter {
     Mock(mock::Mock),
 }
 
+/// An upstream path (after the base URL): most are fixed, some name the model.
+type Path = std::borrow::Cow<'static, str>;
+
 /// What every HTTP provider holds: where, with which credentials, through which client.
 struct Http {
     base_url: String,
+    /// The URIs of the provider's fixed paths (its module's `FIXED_PATHS`), parsed once.
+    fixed_uris: Vec<(&'static str, Uri)>,
+    /// `Host` for a plain-`http` base URL, written once. That connection is always HTTP/1.1;
+    /// over TLS (HTTP/2 possible, which carries `:authority` instead) the client sets it.
+    host: Option<HeaderValue>,
     /// Auth and configured headers; values marked sensitive so no debug output shows them.
     headers: Vec<(HeaderName, HeaderValue)>,
     /// The key and configured header values, scrubbed from every upstream error message: an
@@ -113,6 +121,22 @@ fn redact(secrets: &[String], mut e: Error) -> Error {
         }
     }
     e
+}
+
+/// The `Host` the HTTP/1.1 client would write for a plain-`http` base URL (`host`, or
+/// `host:port` when the port is not 80); `None` for any other scheme.
+fn plain_http_host(base_url: &str) -> Option<HeaderValue> {
+    let uri: Uri = base_url.parse().ok()?;
+    if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
+        return None;
+    }
+    let host = uri.host()?;
+    match uri.port() {
+        Some(port) if port.as_u16() != 80 => {
+            HeaderValue::from_str(&format!("{host}:{}", port.as_str())).ok()
+        }
+        _ => HeaderValue::from_str(host).ok(),
+    }
 }
 
 fn secs(v: f64) -> Duration {
@@ -185,12 +209,24 @@ impl Provider {
             headers.retain(|(existing, _)| existing != n);
             headers.push((n, v));
         }
+        let fixed_paths = match cfg.kind {
+            ProviderKind::Anthropic => anthropic::FIXED_PATHS,
+            ProviderKind::Gemini | ProviderKind::AzureOpenai | ProviderKind::Mock => &[],
+            ProviderKind::Openai | ProviderKind::OpenaiCompatible => openai::FIXED_PATHS,
+        };
+        // A base URL that does not parse is reported by the first request, as before.
+        let fixed_uris = fixed_paths
+            .iter()
+            .filter_map(|&p| Some((p, format!("{base_url}{p}").parse::<Uri>().ok()?)))
+            .collect();
         Ok(Self {
             name,
             kind: cfg.kind,
             breaker: cfg.breaker.clone(),
             offers,
             adapter: Adapter::Http(Box::new(Http {
+                host: plain_http_host(&base_url),
+                fixed_uris,
                 base_url,
                 headers,
                 secrets,
@@ -262,6 +298,7 @@ impl Provider {
         reply.served_by = Some(ServedBy {
             provider: self.name.clone(),
             model: attempt.model.clone(),
+            price: attempt.price,
         });
         reply.attempts = 1;
         reply.upstream_time = started.elapsed();
@@ -278,25 +315,33 @@ impl Provider {
             kind => openai::encode(kind, h, op, model)?,
         };
         let stream = op.is_stream();
-        let mut req = http::Request::builder()
-            .method(http::Method::POST)
-            .uri(format!("{}{}", h.base_url, path))
-            .header(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+        let uri = match h.fixed_uris.iter().find(|(p, _)| *p == path) {
+            Some((_, uri)) => uri.clone(),
+            None => format!("{}{}", h.base_url, path).parse().map_err(|_| {
+                Error::new(ErrorKind::Internal, "could not build the upstream request")
+            })?,
+        };
+        let mut req = http::Request::new(Full::new(Bytes::from(body)));
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = uri;
+        let headers = req.headers_mut();
+        headers.reserve(h.headers.len() + 3);
+        if let Some(host) = &h.host {
+            headers.insert(http::header::HOST, host.clone());
+        }
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if stream {
-            req = req.header(
+            headers.insert(
                 http::header::ACCEPT,
                 HeaderValue::from_static("text/event-stream"),
             );
         }
         for (k, v) in &h.headers {
-            req = req.header(k, v);
+            headers.append(k.clone(), v.clone());
         }
-        let req = req
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|_| Error::new(ErrorKind::Internal, "could not build the upstream request"))?;
         let resp = client::send(&h.client, req, h.timeouts.first_byte).await?;
         let status = resp.status();
         if !status.is_success() {
@@ -393,7 +438,21 @@ impl tower::Service<Attempt> for ProviderService {
 
 #[cfg(test)]
 mod tests {
-    use super::glob_match;
+    use super::{glob_match, plain_http_host};
+
+    #[test]
+    fn host_is_written_once_only_for_plain_http() {
+        let host = |u: &str| plain_http_host(u).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(
+            host("http://127.0.0.1:9101/v1").as_deref(),
+            Some("127.0.0.1:9101")
+        );
+        assert_eq!(host("http://vllm.svc/v1").as_deref(), Some("vllm.svc"));
+        assert_eq!(host("http://vllm.svc:80").as_deref(), Some("vllm.svc"));
+        assert_eq!(host("http://[::1]:8000/v1").as_deref(), Some("[::1]:8000"));
+        assert_eq!(host("https://api.openai.com/v1"), None);
+        assert_eq!(host("not a url"), None);
+    }
 
     #[test]
     fn globs() {

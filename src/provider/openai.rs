@@ -6,7 +6,10 @@ use crate::ir::{Error, ErrorKind, Operation, ReplyBody};
 use crate::wire;
 use crate::wire::openai::{self, encode_chat_request, encode_embeddings_request, RequestOptions};
 
-use super::Http;
+use super::{Http, Path};
+
+/// The paths [`encode`] sends to that do not depend on the model (all but Azure's).
+pub(super) const FIXED_PATHS: &[&str] = &["/chat/completions", "/embeddings"];
 
 /// The path (after the base URL) and body for an operation.
 pub(super) fn encode(
@@ -14,16 +17,16 @@ pub(super) fn encode(
     h: &Http,
     op: &Operation,
     model: &str,
-) -> Result<(String, Vec<u8>), Error> {
+) -> Result<(Path, Vec<u8>), Error> {
     let (endpoint, body) = match op {
         Operation::Chat(c) => {
             let opts = RequestOptions {
                 max_completion_tokens: kind == ProviderKind::Openai,
                 stream_usage: h.stream_usage,
             };
-            ("chat/completions", encode_chat_request(c, model, opts))
+            ("/chat/completions", encode_chat_request(c, model, opts))
         }
-        Operation::Embeddings(e) => ("embeddings", encode_embeddings_request(e, model)),
+        Operation::Embeddings(e) => ("/embeddings", encode_embeddings_request(e, model)),
         _ => {
             return Err(Error::new(
                 ErrorKind::Internal,
@@ -33,11 +36,11 @@ pub(super) fn encode(
     };
     let path = match kind {
         // Azure names the deployment in the path; the model in the body is ignored.
-        ProviderKind::AzureOpenai => format!(
-            "/openai/deployments/{model}/{endpoint}?api-version={}",
+        ProviderKind::AzureOpenai => Path::Owned(format!(
+            "/openai/deployments/{model}{endpoint}?api-version={}",
             h.api_version.as_deref().unwrap_or_default()
-        ),
-        _ => format!("/{endpoint}"),
+        )),
+        _ => Path::Borrowed(endpoint),
     };
     Ok((path, body))
 }

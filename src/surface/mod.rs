@@ -23,6 +23,7 @@ use crate::wire;
 
 pub mod anthropic;
 pub mod openai;
+pub mod request_id;
 
 /// The response body type of the data plane: one box per response, at this boundary.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -33,6 +34,11 @@ const PROVIDER: HeaderName = HeaderName::from_static("x-switchyard-provider");
 const MODEL: HeaderName = HeaderName::from_static("x-switchyard-model");
 const ATTEMPTS: HeaderName = HeaderName::from_static("x-switchyard-attempts");
 const OVERHEAD_US: HeaderName = HeaderName::from_static("x-switchyard-overhead-us");
+// ...and the request headers it reads.
+const TAGS: HeaderName = HeaderName::from_static("x-switchyard-tags");
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const API_KEY: HeaderName = HeaderName::from_static("api-key");
+const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
 
 /// A complete body.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -68,7 +74,7 @@ fn endpoint(method: &Method, path: &str, headers: &http::HeaderMap) -> Endpoint 
     let path = path.trim_end_matches('/');
     // SDKs are pointed at `.../v1`; some callers omit the prefix.
     let rest = path.strip_prefix("/v1").unwrap_or(path);
-    let anthropic_sdk = headers.contains_key("anthropic-version");
+    let anthropic_sdk = headers.contains_key(ANTHROPIC_VERSION);
     let format = if rest.starts_with("/messages") || (anthropic_sdk && rest.starts_with("/models"))
     {
         Format::Anthropic
@@ -222,7 +228,7 @@ where
     let received_at = Instant::now();
     let request_id: Arc<str> = parts
         .headers
-        .get("x-request-id")
+        .get(request_id::X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .into();
@@ -291,11 +297,7 @@ where
     if let Some(key) = caller_key(&parts.headers) {
         meta.extensions.insert(key);
     }
-    if let Some(tags) = parts
-        .headers
-        .get("x-switchyard-tags")
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(tags) = parts.headers.get(TAGS).and_then(|v| v.to_str().ok()) {
         let tags: Vec<String> = tags
             .split(',')
             .map(|t| t.trim().to_owned())
@@ -363,8 +365,8 @@ fn caller_key(headers: &http::HeaderMap) -> Option<ir::CallerKey> {
                 .or_else(|| v.strip_prefix("bearer "))
         });
     bearer
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-        .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok()))
+        .or_else(|| headers.get(X_API_KEY).and_then(|v| v.to_str().ok()))
+        .or_else(|| headers.get(API_KEY).and_then(|v| v.to_str().ok()))
         .map(str::trim)
         .filter(|k| !k.is_empty())
         .map(|k| ir::CallerKey(Arc::from(k)))

@@ -9,7 +9,6 @@
 //! The request path resolves its label sets once per distinct combination ([`series`]) and
 //! keeps the handles, so a request costs one hash lookup, not one per metric.
 
-use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -304,7 +303,8 @@ impl Series {
     }
 }
 
-type SeriesMap = HashMap<SeriesKey, Arc<Series>>;
+// Keys are label values bounded by config, never caller-chosen, so a fast hasher is safe.
+type SeriesMap = foldhash::HashMap<SeriesKey, Arc<Series>>;
 
 static SERIES: LazyLock<ArcSwap<SeriesMap>> = LazyLock::new(ArcSwap::default);
 

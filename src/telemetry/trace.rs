@@ -253,6 +253,8 @@ impl<S> Layer<S> for ServerSpanLayer {
     }
 }
 
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 /// See [`ServerSpanLayer`].
 #[derive(Debug, Clone)]
 pub struct ServerSpan<S> {
@@ -273,11 +275,8 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let method = req.method().as_str();
-        let request_id = req
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok());
         // Everything known now is given at creation: one dispatch instead of one per field.
+        // Field values are read only when the span is enabled.
         let span = tracing::info_span!(
             target: TARGET,
             "request",
@@ -288,7 +287,10 @@ where
             url.path = req.uri().path(),
             http.response.status_code = tracing::field::Empty,
             error.type = tracing::field::Empty,
-            switchyard.request_id = request_id,
+            switchyard.request_id = req
+                .headers()
+                .get(X_REQUEST_ID)
+                .and_then(|v| v.to_str().ok()),
             switchyard.route = tracing::field::Empty,
             switchyard.attempts = tracing::field::Empty,
             gen_ai.operation.name = tracing::field::Empty,

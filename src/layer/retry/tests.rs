@@ -40,6 +40,7 @@ fn target(
                 r.served_by = Some(ServedBy {
                     provider: p.clone(),
                     model: a.model.clone(),
+                    price: a.price,
                 });
                 r
             })
