@@ -67,8 +67,13 @@ pub struct Meta {
     pub surface: Format,
     /// When the request reached switchyard.
     pub received_at: Instant,
-    /// Values layers attach for later layers (principal, route, ...). Each layer documents
-    /// what it inserts and what it consumes in `stack.rs`.
+    /// Who is calling: set by the auth layer (the anonymous principal when auth is off).
+    pub principal: Option<Principal>,
+    /// The targets to try: set by the route layer, reordered by balance, taken by retry.
+    pub plan: Option<Plan>,
+    /// Other values layers attach for later layers. Each layer documents what it inserts
+    /// and what it consumes in `stack.rs`. (Principal and plan, set for every request, are
+    /// fields: an extension costs a boxed value and a map.)
     pub extensions: http::Extensions,
 }
 
@@ -79,6 +84,8 @@ impl Meta {
             request_id,
             surface,
             received_at: Instant::now(),
+            principal: None,
+            plan: None,
             extensions: http::Extensions::new(),
         }
     }
@@ -1056,9 +1063,8 @@ pub enum Strategy {
     Hedge,
 }
 
-/// The targets a request may use, in the order they should be tried. Inserted into
-/// `Meta::extensions` by the route layer; reordered by the balance layer; consumed by the
-/// retry layer.
+/// The targets a request may use, in the order they should be tried. Set in [`Meta::plan`] by
+/// the route layer; reordered by the balance layer; taken by the retry layer.
 #[derive(Debug, Clone)]
 pub struct Plan {
     /// The public route name that matched.
@@ -1158,8 +1164,8 @@ impl fmt::Debug for CallerKey {
     }
 }
 
-/// Who is calling: inserted by the auth layer (a default principal when auth is off), read by
-/// limits, budgets, metrics and logs.
+/// Who is calling: set in [`Meta::principal`] by the auth layer (a default principal when auth
+/// is off), read by limits, budgets, metrics and logs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Principal {
     /// The key's name from config (`anonymous` when auth is off).

@@ -448,7 +448,7 @@ where
                 n,
             )))));
         }
-        req.meta.extensions.insert(plan);
+        req.meta.plan = Some(plan);
         Either::Right(self.inner.call(req))
     }
 }

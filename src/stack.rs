@@ -10,13 +10,13 @@
 //!                       ir::CallerKey                  ResponseHeaders, Error.headers
 //! Usage                 Arc<usage::Tap>                Tap, Reply (served_by, upstream_time,
 //!                                                      GenAiProvider), settlement
-//! Auth                  ir::Principal, Arc<KeyPolicy>  ir::CallerKey, op.model
+//! Auth                  meta.principal, Arc<KeyPolicy> ir::CallerKey, op.model
 //! Tap                   team in the Tap                ir::Principal
 //! RateLimit             ResponseHeaders (x-ratelimit), Principal (key rpm/tpm),
 //!                       budget::Prepaid                Arc<KeyPolicy>
 //! Budget                - (spend settles on_settle)    Principal, Arc<KeyPolicy>,
 //!                                                      budget::Prepaid
-//! Route                 ir::Plan in meta.extensions    op.model, ir::RequiredTags
+//! Route                 meta.plan (ir::Plan)           op.model, ir::RequiredTags
 //! Balance               reorders ir::Plan              ir::Plan, TargetStats
 //! Tap                   route label in the Tap         ir::Plan
 //! Retry (leaf)          ir::Attempt per target         ir::Plan

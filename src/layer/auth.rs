@@ -5,8 +5,8 @@
 //! memory nor the time a comparison takes gives a key away. With no keys configured auth is off
 //! (a loopback-only sidecar) and every request is `anonymous`.
 //!
-//! Inserts [`Principal`] (always) and `Arc<KeyPolicy>` (for a configured key) into
-//! `Meta::extensions`; consumes [`CallerKey`].
+//! Sets [`Principal`] in `Meta::principal` (always) and inserts `Arc<KeyPolicy>` (for a
+//! configured key) into `Meta::extensions`; consumes [`CallerKey`].
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -186,11 +186,11 @@ where
         match check(&self.keys, &req) {
             Err(e) => Either::Left(std::future::ready(Err(e))),
             Ok(None) => {
-                req.meta.extensions.insert(Principal::anonymous());
+                req.meta.principal = Some(Principal::anonymous());
                 Either::Right(self.inner.call(req))
             }
             Ok(Some(policy)) => {
-                req.meta.extensions.insert(policy.principal.clone());
+                req.meta.principal = Some(policy.principal.clone());
                 req.meta.extensions.insert(policy);
                 Either::Right(self.inner.call(req))
             }
@@ -270,7 +270,7 @@ mod tests {
     async fn run(keys: Keys, req: Request) -> Result<Principal, Error> {
         let svc =
             AuthLayer::new(Arc::new(keys)).layer(tower::service_fn(|r: Request| async move {
-                let p = r.meta.extensions.get::<Principal>().cloned().unwrap();
+                let p = r.meta.principal.clone().unwrap();
                 let mut reply = Reply::local(ReplyBody::TokenCount(0));
                 reply.extensions.insert(p);
                 Ok::<_, Error>(reply)

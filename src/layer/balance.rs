@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use tower::{Layer, Service};
 
-use crate::ir::{Error, Plan, Reply, Request, Strategy, Target};
+use crate::ir::{Error, Reply, Request, Strategy, Target};
 
 /// Reorders the [`Plan`] in the request's extensions.
 #[derive(Debug, Clone, Default)]
@@ -40,7 +40,7 @@ where
     }
 
     fn call(&mut self, mut req: Request) -> S::Future {
-        if let Some(plan) = req.meta.extensions.get_mut::<Plan>() {
+        if let Some(plan) = &mut req.meta.plan {
             let ordered = order(plan.strategy, &plan.targets, &mut fastrand::Rng::new());
             plan.targets = ordered.into();
             if let Some(d) = &plan.degrade {

@@ -341,9 +341,8 @@ where
         };
         let principal = req
             .meta
-            .extensions
-            .get::<Principal>()
-            .cloned()
+            .principal
+            .clone()
             .unwrap_or_else(Principal::anonymous);
         let prepaid = req.meta.extensions.remove::<Prepaid>();
         let mut inner = crate::layer::take_ready(&mut self.inner);
@@ -555,7 +554,7 @@ mod tests {
         c.max_tokens = Some(10);
         c.stream = stream;
         let mut meta = Meta::new(Arc::from("r"), Format::OpenAi);
-        meta.extensions.insert(policy.principal.clone());
+        meta.principal = Some(policy.principal.clone());
         meta.extensions.insert(policy.clone());
         Request {
             op: Operation::Chat(c),

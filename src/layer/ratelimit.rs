@@ -24,8 +24,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use tower::{Layer, Service};
 
 use crate::ir::{
-    Attempt, Error, ErrorKind, Operation, Principal, Reply, ReplyBody, Request, ResponseHeaders,
-    Settlement, Usage,
+    Attempt, Error, ErrorKind, Operation, Reply, ReplyBody, Request, ResponseHeaders, Settlement,
+    Usage,
 };
 use crate::layer::auth::Keys;
 use crate::layer::budget::{BudgetLayer, Prepaid, Reservation};
@@ -421,8 +421,8 @@ where
     fn call(&mut self, mut req: Request) -> Self::Future {
         let limiter = req
             .meta
-            .extensions
-            .get::<Principal>()
+            .principal
+            .as_ref()
             .and_then(|p| self.limiters.get(&p.key_name))
             .filter(|_| req.op.model().is_some())
             .cloned();

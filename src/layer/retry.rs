@@ -123,17 +123,14 @@ impl Service<Request> for Retry {
     }
 
     fn call(&mut self, mut req: Request) -> Self::Future {
-        let cfg = self.cfg.clone();
-        let budget = self.budget.clone();
-        Box::pin(async move {
-            let Some(plan) = req.meta.extensions.remove::<Plan>() else {
-                return Err(Error::new(
-                    ErrorKind::Internal,
-                    "request reached retry without a route",
-                ));
-            };
-            Attempts::new(plan, Arc::new(req), cfg, budget).run().await
-        })
+        let Some(plan) = req.meta.plan.take() else {
+            return Box::pin(std::future::ready(Err(Error::new(
+                ErrorKind::Internal,
+                "request reached retry without a route",
+            ))));
+        };
+        let attempts = Attempts::new(plan, Arc::new(req), self.cfg.clone(), self.budget.clone());
+        Box::pin(attempts.run())
     }
 }
 

@@ -19,8 +19,8 @@ use tower::{Layer, Service};
 use tracing::Span;
 
 use crate::ir::{
-    Error, ErrorKind, EventStream, FinishReason, Operation, Plan, Price, Principal, Reply,
-    ReplyBody, Request, Role, Settlement, StreamEvent, Usage,
+    Error, ErrorKind, EventStream, FinishReason, Operation, Price, Reply, ReplyBody, Request, Role,
+    Settlement, StreamEvent, Usage,
 };
 use crate::route::SharedRoutes;
 use crate::telemetry::logs;
@@ -88,7 +88,7 @@ impl<S: Service<Request>> Service<Request> for TapService<S> {
 
     fn call(&mut self, req: Request) -> S::Future {
         if let Some(tap) = req.meta.extensions.get::<Arc<Tap>>() {
-            if let Some(plan) = req.meta.extensions.get::<Plan>() {
+            if let Some(plan) = &req.meta.plan {
                 // Route names from config and the models providers list are bounded; any other
                 // name a caller typed (`openai/whatever`, a glob match) is labelled `direct`,
                 // its provider and model labels coming from the target that serves it.
@@ -100,7 +100,7 @@ impl<S: Service<Request>> Service<Request> for TapService<S> {
                     DIRECT.clone()
                 });
             }
-            if let Some(p) = req.meta.extensions.get::<Principal>() {
+            if let Some(p) = &req.meta.principal {
                 let _ = tap.team.set(p.team.clone());
                 let _ = tap.key.set(p.key_name.clone());
             }
@@ -596,7 +596,7 @@ impl Drop for Recorder {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::ir::{Format, Meta};
+    use crate::ir::{Format, Meta, Plan, Principal};
     use arc_swap::ArcSwap;
     use tower::util::MapRequestLayer;
     use tower::ServiceExt;
@@ -610,7 +610,7 @@ mod tests {
 
     fn team(name: &'static str) -> MapRequestLayer<impl Fn(Request) -> Request + Clone> {
         MapRequestLayer::new(move |mut r: Request| {
-            r.meta.extensions.insert(Principal {
+            r.meta.principal = Some(Principal {
                 key_name: Arc::from("k"),
                 team: Arc::from(name),
             });
@@ -694,7 +694,7 @@ mod tests {
         let tap = Arc::new(Tap::default());
         let mut req = request("x");
         req.meta.extensions.insert(tap.clone());
-        req.meta.extensions.insert(Plan {
+        req.meta.plan = Some(Plan {
             route: Arc::from("mock/some-model-a-caller-made-up"),
             targets: Vec::new().into(),
             strategy: Default::default(),

@@ -284,7 +284,7 @@ impl Provider {
         }
     }
 
-    async fn call(&self, attempt: Attempt) -> Result<Reply, Error> {
+    async fn call(self: Arc<Self>, attempt: Attempt) -> Result<Reply, Error> {
         let started = Instant::now();
         let body = match &self.adapter {
             Adapter::Mock(m) => m.call(&attempt.request.op, &attempt.model).await,
@@ -431,8 +431,8 @@ impl tower::Service<Attempt> for ProviderService {
     }
 
     fn call(&mut self, attempt: Attempt) -> Self::Future {
-        let provider = self.provider.clone();
-        Box::pin(async move { provider.call(attempt).await })
+        // Boxed as it is: an `async` wrapper would copy the call's future into itself.
+        Box::pin(self.provider.clone().call(attempt))
     }
 }
 
