@@ -177,6 +177,58 @@ async fn configmap_and_secret_swaps_reload_and_a_bad_version_is_refused() {
     running.shutdown(Duration::from_secs(5)).await;
 }
 
+/// `switchyard_cost_usd_total` of route `route`, summed over its series.
+fn cost_of(metrics: &str, route: &str) -> f64 {
+    let label = format!("route=\"{route}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("switchyard_cost_usd_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A `prices:` change is part of the reloaded config: the replies after it are priced by it.
+/// (The price is resolved with each target when the routing table is built.)
+#[tokio::test]
+async fn a_reloaded_price_prices_the_replies_after_it() {
+    let _turn = RELOADING.lock().await;
+    let up = upstream::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let secrets = Mount::new(&tmp.path().join("secrets"), &[("api-key", "key-1\n")]);
+    let key = secrets.file("api-key");
+    // USD per million tokens; the test upstream reports 3 + 3 tokens per reply.
+    let priced = |per_million: f64| {
+        config_text(&up.base_url(), &key, &[("priced", "up/gpt-priced")])
+            + &format!("prices:\n  gpt-priced: {{input: {per_million}, output: {per_million}}}\n")
+    };
+    let mut cm = Mount::new(
+        &tmp.path().join("config"),
+        &[("switchyard.yaml", &priced(1_000_000.0))],
+    );
+    let path = cm.file("switchyard.yaml");
+    let cfg = config::load_file(&path, &Env).unwrap();
+    let running = server::start(&cfg).await.unwrap();
+    let watch = ConfigWatch::new(path)
+        .unwrap()
+        .with_intervals(Duration::from_millis(20), Duration::from_secs(1));
+    running.watch_with(watch, |_| {});
+    let (data, admin) = (running.data_addr, running.admin_addr);
+    let metrics = || async move { get(admin, "/metrics").await.unwrap().1 };
+
+    assert_eq!(chat(data, "priced").await, 200);
+    assert_eq!(cost_of(&metrics().await, "priced"), 6.0);
+
+    let ok0 = reloads(&metrics().await, "success");
+    cm.update(&[("switchyard.yaml", &priced(2_000_000.0))]);
+    eventually("the new prices to load", || async {
+        (reloads(&metrics().await, "success") > ok0).then_some(())
+    })
+    .await;
+    assert_eq!(chat(data, "priced").await, 200);
+    assert_eq!(cost_of(&metrics().await, "priced"), 6.0 + 12.0);
+    running.shutdown(Duration::from_secs(5)).await;
+}
+
 /// A file written all the time beside the config (a log in the same directory) neither wakes
 /// the watcher on every write nor keeps it from seeing the config change.
 #[tokio::test]
