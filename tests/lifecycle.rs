@@ -65,6 +65,17 @@ fn config_text(base_url: &str, secret: &Path, models: &[(&str, &str)]) -> String
     text
 }
 
+/// Starts switchyard on the config at `path`, watching it for the kubelet's updates.
+async fn start_watched(path: PathBuf) -> server::Running {
+    let cfg = config::load_file(&path, &Env).unwrap();
+    let running = server::start(&cfg).await.unwrap();
+    let watch = ConfigWatch::new(path)
+        .unwrap()
+        .with_intervals(Duration::from_millis(20), Duration::from_secs(1));
+    running.watch_with(watch, |_| {});
+    running
+}
+
 fn reloads(metrics: &str, result: &str) -> u64 {
     let series = format!("switchyard_config_reload_total{{result=\"{result}\"}} ");
     metrics
@@ -104,13 +115,7 @@ async fn configmap_and_secret_swaps_reload_and_a_bad_version_is_refused() {
             &config_text(&up.base_url(), &key, &[("alpha", "up/gpt-up")]),
         )],
     );
-    let path = cm.file("switchyard.yaml");
-    let cfg = config::load_file(&path, &Env).unwrap();
-    let running = server::start(&cfg).await.unwrap();
-    let watch = ConfigWatch::new(path)
-        .unwrap()
-        .with_intervals(Duration::from_millis(20), Duration::from_secs(1));
-    running.watch_with(watch, |_| {});
+    let running = start_watched(cm.file("switchyard.yaml")).await;
     let (data, admin) = (running.data_addr, running.admin_addr);
     let metric = |result: &'static str| async move {
         let (_, m) = get(admin, "/metrics").await.unwrap();
@@ -205,13 +210,7 @@ async fn a_reloaded_price_prices_the_replies_after_it() {
         &tmp.path().join("config"),
         &[("switchyard.yaml", &priced(1_000_000.0))],
     );
-    let path = cm.file("switchyard.yaml");
-    let cfg = config::load_file(&path, &Env).unwrap();
-    let running = server::start(&cfg).await.unwrap();
-    let watch = ConfigWatch::new(path)
-        .unwrap()
-        .with_intervals(Duration::from_millis(20), Duration::from_secs(1));
-    running.watch_with(watch, |_| {});
+    let running = start_watched(cm.file("switchyard.yaml")).await;
     let (data, admin) = (running.data_addr, running.admin_addr);
     let metrics = || async move { get(admin, "/metrics").await.unwrap().1 };
 
