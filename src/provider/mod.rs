@@ -225,7 +225,9 @@ impl Provider {
             breaker: cfg.breaker.clone(),
             offers,
             adapter: Adapter::Http(Box::new(Http {
-                host: plain_http_host(&base_url),
+                // A `Host` from the config's headers is sent as configured, and alone.
+                host: plain_http_host(&base_url)
+                    .filter(|_| !headers.iter().any(|(n, _)| n == http::header::HOST)),
                 fixed_uris,
                 base_url,
                 headers,
@@ -438,7 +440,33 @@ impl tower::Service<Attempt> for ProviderService {
 
 #[cfg(test)]
 mod tests {
-    use super::{glob_match, plain_http_host};
+    use super::{glob_match, plain_http_host, Adapter, Provider};
+
+    /// The `Host` switchyard writes itself, for each provider of `yaml`.
+    fn written_hosts(yaml: &str) -> Vec<Option<String>> {
+        let cfg = crate::config::load_str(yaml, &crate::config::Env).unwrap();
+        cfg.providers
+            .iter()
+            .map(|p| match Provider::from_config(p).unwrap().adapter {
+                Adapter::Http(h) => h.host.map(|v| v.to_str().unwrap().to_owned()),
+                Adapter::Mock(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_configured_host_header_is_not_doubled() {
+        let hosts = written_hosts(
+            "providers:
+  - {name: plain, kind: openai_compatible, base_url: \"http://127.0.0.1:9101/v1\"}
+  - name: routed
+    kind: openai_compatible
+    base_url: http://127.0.0.1:9101/v1
+    headers: {Host: llm.internal}
+",
+        );
+        assert_eq!(hosts, [Some("127.0.0.1:9101".to_owned()), None]);
+    }
 
     #[test]
     fn host_is_written_once_only_for_plain_http() {
