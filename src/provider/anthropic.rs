@@ -9,13 +9,15 @@ use super::{Http, Path};
 /// Anthropic requires `max_tokens`; used when neither caller nor config gave one.
 pub(super) const DEFAULT_MAX_TOKENS: u32 = 4096;
 
+const MESSAGES: &str = "/v1/messages";
+
 /// The paths [`encode`] sends to that do not depend on the model.
-pub(super) const FIXED_PATHS: &[&str] = &["/v1/messages"];
+pub(super) const FIXED_PATHS: &[&str] = &[MESSAGES];
 
 pub(super) fn encode(h: &Http, op: &Operation, model: &str) -> Result<(Path, Vec<u8>), Error> {
     match op {
         Operation::Chat(c) => Ok((
-            Path::Borrowed("/v1/messages"),
+            Path::Borrowed(MESSAGES),
             anthropic::encode_request(c, model, h.default_max_tokens)?,
         )),
         Operation::Embeddings(_) => Err(Error::invalid(

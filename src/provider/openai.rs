@@ -8,8 +8,11 @@ use crate::wire::openai::{self, encode_chat_request, encode_embeddings_request, 
 
 use super::{Http, Path};
 
+const CHAT: &str = "/chat/completions";
+const EMBEDDINGS: &str = "/embeddings";
+
 /// The paths [`encode`] sends to that do not depend on the model (all but Azure's).
-pub(super) const FIXED_PATHS: &[&str] = &["/chat/completions", "/embeddings"];
+pub(super) const FIXED_PATHS: &[&str] = &[CHAT, EMBEDDINGS];
 
 /// The path (after the base URL) and body for an operation.
 pub(super) fn encode(
@@ -24,9 +27,9 @@ pub(super) fn encode(
                 max_completion_tokens: kind == ProviderKind::Openai,
                 stream_usage: h.stream_usage,
             };
-            ("/chat/completions", encode_chat_request(c, model, opts))
+            (CHAT, encode_chat_request(c, model, opts))
         }
-        Operation::Embeddings(e) => ("/embeddings", encode_embeddings_request(e, model)),
+        Operation::Embeddings(e) => (EMBEDDINGS, encode_embeddings_request(e, model)),
         _ => {
             return Err(Error::new(
                 ErrorKind::Internal,
