@@ -850,6 +850,9 @@ pub struct Attempt {
     pub price: Option<Price>,
     /// 1 for the first attempt of a request, 2 for the next, ...
     pub number: u32,
+    /// Headers for the upstream request beyond the provider's own: the W3C trace context of
+    /// the attempt's span, when traces are exported.
+    pub trace_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// The service that carries attempts to one target (provider + model): the per-target stack

@@ -286,6 +286,7 @@ async fn spans_across_a_fallback(protocol: &str) {
         r#"{"model":"chat","messages":[{"role":"user","content":"hello there"}]}"#,
         &[
             ("traceparent", &traceparent),
+            ("tracestate", "vendor=opaque-7"),
             ("x-request-id", "req-trace-1"),
             ("authorization", "Bearer sk-caller-secret-7f3a"),
         ],
@@ -409,6 +410,11 @@ async fn spans_across_a_fallback(protocol: &str) {
         tp,
         format!("00-{TRACE}-{}-01", hex(&failed.span_id)),
         "upstream traceparent names the attempt span"
+    );
+    assert_eq!(
+        saw[0].get("tracestate").map(|v| v.to_str().unwrap()),
+        Some("vendor=opaque-7"),
+        "the caller's tracestate travels on upstream"
     );
 
     // The streamed request: its server span stays open to the end of the stream and carries

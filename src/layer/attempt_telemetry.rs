@@ -12,18 +12,17 @@ use std::time::Instant;
 
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
-use tracing::instrument::Instrumented;
-use tracing::{Instrument, Span};
 
 use super::usage::{finish_str, watch, GenAiProvider};
 use crate::config::ProviderKind;
 use crate::ir::{Attempt, Error, Reply, ReplyBody, Settlement, TargetStats};
 use crate::telemetry::metrics::AttemptSeries;
-use crate::telemetry::trace::{self, int};
+use crate::telemetry::trace::{self, int, KeyValue, Recording};
 
 /// Telemetry of the attempts to one target.
 #[derive(Clone)]
 pub struct AttemptTelemetryLayer {
+    provider: Arc<str>,
     gen_ai: Arc<str>,
     model: Arc<str>,
     series: AttemptSeries,
@@ -43,6 +42,7 @@ impl AttemptTelemetryLayer {
         series.circuit(stats.circuit());
         Self {
             gen_ai: Arc::from(trace::gen_ai_provider(kind, &provider)),
+            provider,
             model,
             series,
             stats,
@@ -83,34 +83,34 @@ where
         ready
     }
 
-    fn call(&mut self, attempt: Attempt) -> Self::Future {
-        // Everything known now is given at creation: one dispatch instead of one per field.
-        let op = attempt.request.op.name();
-        let l = &self.layer;
-        let span = tracing::info_span!(
-            target: trace::TARGET,
-            "attempt",
-            otel.name = format!("{op} {}", l.model),
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            error.type = tracing::field::Empty,
-            switchyard.provider = l.series.provider(),
-            switchyard.attempt = i64::from(attempt.number),
-            gen_ai.operation.name = op,
-            gen_ai.provider.name = &*l.gen_ai,
-            gen_ai.request.model = &*l.model,
-            gen_ai.response.model = tracing::field::Empty,
-            gen_ai.usage.input_tokens = tracing::field::Empty,
-            gen_ai.usage.output_tokens = tracing::field::Empty,
-        );
-        let inner = {
-            let _enter = span.enter();
-            self.inner.call(attempt)
+    fn call(&mut self, mut attempt: Attempt) -> Self::Future {
+        let span = if trace::enabled() {
+            let op = attempt.request.op.name();
+            let l = &self.layer;
+            let span = Recording::client(
+                attempt.request.meta.extensions.get::<trace::Parent>(),
+                format!("{op} {}", l.model),
+                vec![
+                    KeyValue::new("switchyard.provider", l.provider.clone()),
+                    KeyValue::new("switchyard.attempt", i64::from(attempt.number)),
+                    KeyValue::new("gen_ai.operation.name", op),
+                    KeyValue::new("gen_ai.provider.name", l.gen_ai.clone()),
+                    KeyValue::new("gen_ai.request.model", l.model.clone()),
+                ],
+            );
+            if let Some(s) = &span {
+                // The upstream continues the attempt's trace.
+                attempt.trace_headers = s.trace_headers();
+            }
+            span
+        } else {
+            None
         };
         AttemptFuture {
-            inner: inner.instrument(span),
+            inner: self.inner.call(attempt),
             started: Instant::now(),
             layer: self.layer.clone(),
+            span,
         }
     }
 }
@@ -119,9 +119,10 @@ pin_project! {
     /// The response future of [`AttemptTelemetry`].
     pub struct AttemptFuture<F> {
         #[pin]
-        inner: Instrumented<F>,
+        inner: F,
         started: Instant,
         layer: AttemptTelemetryLayer,
+        span: Option<Recording>,
     }
 }
 
@@ -138,23 +139,23 @@ where
         l.series
             .duration
             .observe(this.started.elapsed().as_secs_f64());
-        let span = this.inner.span();
+        let span = this.span.take();
         Poll::Ready(match result {
             Ok(mut reply) => {
                 l.series.ok.inc();
                 reply
                     .extensions
                     .insert(GenAiProvider(this.layer.gen_ai.clone()));
-                if span.is_disabled() {
-                    Ok(reply)
-                } else {
-                    Ok(annotate(reply, span.clone()))
+                match span {
+                    Some(span) => Ok(annotate(reply, span)),
+                    None => Ok(reply),
                 }
             }
             Err(e) => {
                 l.series.failed(e.kind.as_str());
-                span.record("error.type", e.kind.as_str());
-                span.record("otel.status_code", "error");
+                if let Some(mut span) = span {
+                    span.fail(e.kind.as_str());
+                }
                 Err(e)
             }
         })
@@ -163,26 +164,26 @@ where
 
 /// Records the reply's GenAI attributes on the attempt span; a stream keeps the span open
 /// until it ends, so the span covers the whole generation.
-fn annotate(mut reply: Reply, span: Span) -> Reply {
+fn annotate(mut reply: Reply, mut span: Recording) -> Reply {
     match &mut reply.body {
         ReplyBody::Chat(c) => {
-            span.record("gen_ai.response.model", c.model.as_str());
+            span.set("gen_ai.response.model", c.model.clone());
             if let Some(u) = c.usage {
-                span.record("gen_ai.usage.input_tokens", int(u.input_tokens));
-                span.record("gen_ai.usage.output_tokens", int(u.output_tokens));
+                span.set("gen_ai.usage.input_tokens", int(u.input_tokens));
+                span.set("gen_ai.usage.output_tokens", int(u.output_tokens));
             }
             let finish: Vec<&'static str> = c
                 .choices
                 .iter()
                 .filter_map(|ch| ch.finish_reason.as_ref().map(finish_str))
                 .collect();
-            trace::set_finish_reasons(&span, &finish);
+            span.finish_reasons(&finish);
             reply
         }
         ReplyBody::Embeddings(e) => {
-            span.record("gen_ai.response.model", e.model.as_str());
+            span.set("gen_ai.response.model", e.model.clone());
             if let Some(u) = e.usage {
-                span.record("gen_ai.usage.input_tokens", int(u.input_tokens));
+                span.set("gen_ai.usage.input_tokens", int(u.input_tokens));
             }
             reply
         }
@@ -192,18 +193,17 @@ fn annotate(mut reply: Reply, span: Span) -> Reply {
             *s = watched;
             reply.on_settle(move |st: &Settlement| {
                 if let Some(u) = st.usage {
-                    span.record("gen_ai.usage.input_tokens", int(u.input_tokens));
-                    span.record("gen_ai.usage.output_tokens", int(u.output_tokens));
+                    span.set("gen_ai.usage.input_tokens", int(u.input_tokens));
+                    span.set("gen_ai.usage.output_tokens", int(u.output_tokens));
                 }
                 if let Ok(seen) = seen.lock() {
                     if let Some(m) = &seen.model {
-                        span.record("gen_ai.response.model", m.as_str());
+                        span.set("gen_ai.response.model", m.clone());
                     }
-                    trace::set_finish_reasons(&span, &seen.finish);
+                    span.finish_reasons(&seen.finish);
                 }
                 if let Some(kind) = st.error {
-                    span.record("error.type", kind.as_str());
-                    span.record("otel.status_code", "error");
+                    span.fail(kind.as_str());
                 }
                 drop(span);
             })

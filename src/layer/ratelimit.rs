@@ -684,6 +684,7 @@ mod tests {
             model: Arc::from("m"),
             price: None,
             number: 1,
+            trace_headers: Vec::new(),
         };
         svc.clone().oneshot(attempt.clone()).await.unwrap();
         let e = svc.oneshot(attempt).await.unwrap_err();

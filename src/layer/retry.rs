@@ -281,6 +281,7 @@ impl Attempts {
             model: target.model.clone(),
             price: target.price,
             number: self.attempts,
+            trace_headers: Vec::new(),
         };
         let started = Instant::now();
         let result = call(target, attempt, self.deadline).await;
@@ -363,6 +364,7 @@ impl Attempts {
             model: target.model.clone(),
             price: target.price,
             number: self.attempts,
+            trace_headers: Vec::new(),
         }
     }
 

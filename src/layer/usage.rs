@@ -16,7 +16,6 @@ use std::time::Instant;
 use futures_util::Stream;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
-use tracing::Span;
 
 use crate::ir::{
     Error, ErrorKind, EventStream, FinishReason, Operation, Price, Reply, ReplyBody, Request, Role,
@@ -25,7 +24,7 @@ use crate::ir::{
 use crate::route::SharedRoutes;
 use crate::telemetry::logs;
 use crate::telemetry::metrics::{self, SeriesKey};
-use crate::telemetry::trace::{self, int};
+use crate::telemetry::trace::{int, ServerSpanRef};
 
 static UNKNOWN: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(metrics::UNKNOWN));
 static NONE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(metrics::NONE));
@@ -155,21 +154,22 @@ where
     fn call(&mut self, mut req: Request) -> Self::Future {
         let tap = Arc::new(Tap::default());
         req.meta.extensions.insert(tap.clone());
-        let span = Span::current();
         let op = req.op.name();
-        if !span.is_disabled() {
+        // The server span, taken from the request: attempts below need only its context.
+        let span = req.meta.extensions.remove::<ServerSpanRef>();
+        if let Some(span) = &span {
+            req.meta.extensions.insert(span.parent());
             let model = req.op.model().unwrap_or_default();
-            span.record("gen_ai.operation.name", op);
-            span.record("gen_ai.request.model", model);
-            // GenAI convention: `{operation} {request model}`.
-            trace::set_name(
-                &span,
-                if model.is_empty() {
+            span.with(|s| {
+                s.set("gen_ai.operation.name", op);
+                s.set("gen_ai.request.model", model.to_owned());
+                // GenAI convention: `{operation} {request model}`.
+                s.rename(if model.is_empty() {
                     op.to_owned()
                 } else {
                     format!("{op} {model}")
-                },
-            );
+                });
+            });
         }
         let stream = req.op.is_stream();
         let estimated_input = match &req.op {
@@ -321,7 +321,7 @@ fn prompt_text(op: &Operation) -> String {
 /// away before the reply head) it records the request as cancelled.
 pub struct Recorder {
     tap: Arc<Tap>,
-    span: Span,
+    span: Option<ServerSpanRef>,
     received_at: Instant,
     request_id: Arc<str>,
     operation: &'static str,
@@ -362,7 +362,7 @@ impl Recorder {
         let served = reply.served_by.clone();
         let attempts = reply.attempts;
         let gen_ai = reply.extensions.get::<GenAiProvider>().map(|g| g.0.clone());
-        let watch_stream = !self.span.is_disabled() || self.log_content;
+        let watch_stream = self.span.is_some() || self.log_content;
         let mut seen = None;
         let mut json: Option<(String, Vec<&'static str>, Option<String>)> = None;
         match &mut reply.body {
@@ -505,16 +505,7 @@ impl Recorder {
         if o.error == Some(ErrorKind::RateLimited) && o.local {
             metrics::ratelimit_rejected(&key.team);
         }
-        let span = &self.span;
-        let trace_id = if span.is_disabled() {
-            None
-        } else {
-            use opentelemetry::trace::TraceContextExt as _;
-            use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-            let cx = span.context();
-            let sc = cx.span().span_context().clone();
-            sc.is_valid().then(|| sc.trace_id().to_string())
-        };
+        let trace_id = self.span.as_ref().and_then(ServerSpanRef::trace_id);
         logs::access(&logs::AccessLine {
             request_id: &self.request_id,
             operation: self.operation,
@@ -538,31 +529,33 @@ impl Recorder {
             prompt: self.prompt.as_deref(),
             completion: o.completion,
         });
-        if span.is_disabled() {
+        let Some(span) = &self.span else {
             return;
-        }
-        span.record("switchyard.route", &*key.route);
-        span.record("switchyard.attempts", i64::from(o.attempts));
-        span.record("http.response.status_code", i64::from(o.status));
-        if let Some(p) = &o.gen_ai_provider {
-            span.record("gen_ai.provider.name", &**p);
-        }
-        if let Some(m) = o.response_model {
-            span.record("gen_ai.response.model", m);
-        }
-        if let Some(u) = &o.usage {
-            span.record("gen_ai.usage.input_tokens", int(u.input_tokens));
-            span.record("gen_ai.usage.output_tokens", int(u.output_tokens));
-        }
-        trace::set_finish_reasons(span, o.finish);
-        if let Some(kind) = o.error {
-            span.record("error.type", kind.as_str());
-        } else if o.status == 499 {
-            span.record("error.type", "cancelled");
-        }
-        if o.status >= 500 {
-            span.record("otel.status_code", "error");
-        }
+        };
+        span.with(|s| {
+            s.set("switchyard.route", key.route.clone());
+            s.set("switchyard.attempts", i64::from(o.attempts));
+            s.set("http.response.status_code", i64::from(o.status));
+            if let Some(p) = &o.gen_ai_provider {
+                s.set("gen_ai.provider.name", p.clone());
+            }
+            if let Some(m) = o.response_model {
+                s.set("gen_ai.response.model", m.to_owned());
+            }
+            if let Some(u) = &o.usage {
+                s.set("gen_ai.usage.input_tokens", int(u.input_tokens));
+                s.set("gen_ai.usage.output_tokens", int(u.output_tokens));
+            }
+            s.finish_reasons(o.finish);
+            if let Some(kind) = o.error {
+                s.set("error.type", kind.as_str());
+            } else if o.status == 499 {
+                s.set("error.type", "cancelled");
+            }
+            if o.status >= 500 {
+                s.fail_status();
+            }
+        });
     }
 }
 

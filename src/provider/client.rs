@@ -50,11 +50,9 @@ pub fn build(connect_timeout: Duration) -> Result<HttpClient, Error> {
 /// Sends a request and waits for the response head, bounded by `first_byte`.
 pub async fn send(
     client: &HttpClient,
-    mut req: http::Request<Full<Bytes>>,
+    req: http::Request<Full<Bytes>>,
     first_byte: Duration,
 ) -> Result<http::Response<Incoming>, Error> {
-    // The attempt's span continues upstream (W3C `traceparent`) when traces are on.
-    crate::telemetry::trace::inject(req.headers_mut());
     match tokio::time::timeout(first_byte, client.request(req)).await {
         Err(_) => Err(Error::new(
             ErrorKind::Timeout,

@@ -327,7 +327,7 @@ impl Provider {
         *req.method_mut() = http::Method::POST;
         *req.uri_mut() = uri;
         let headers = req.headers_mut();
-        headers.reserve(h.headers.len() + 3);
+        headers.reserve(h.headers.len() + attempt.trace_headers.len() + 3);
         if let Some(host) = &h.host {
             headers.insert(http::header::HOST, host.clone());
         }
@@ -343,6 +343,9 @@ impl Provider {
         }
         for (k, v) in &h.headers {
             headers.append(k.clone(), v.clone());
+        }
+        for (k, v) in &attempt.trace_headers {
+            headers.insert(k.clone(), v.clone());
         }
         let resp = client::send(&h.client, req, h.timeouts.first_byte).await?;
         let status = resp.status();

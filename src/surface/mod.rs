@@ -298,6 +298,8 @@ where
     };
     let mut meta = Meta::new(request_id, format);
     meta.received_at = received_at;
+    // What the layers above attached (the request's trace span) travels on with it.
+    meta.extensions = parts.extensions;
     if let Some(key) = caller_key(&parts.headers) {
         meta.extensions.insert(key);
     }

@@ -6,9 +6,7 @@
 //! latency, tokens, cost) when it settles, through [`access`]: `RUST_LOG` decides whether it
 //! is written like any other event, but the line is formatted here (the generic formatter
 //! cost a tenth of a small request's CPU) and written in batches every 50 ms (a hand-over per
-//! line woke the writer thread on every request). Trace spans ([`super::trace::TARGET`]) are
-//! not logged: they belong to the OpenTelemetry layer, and formatting them would cost every
-//! request even with tracing off.
+//! line woke the writer thread on every request).
 
 use std::cell::RefCell;
 use std::io::{IsTerminal, Write as _};
@@ -18,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing_appender::non_blocking::NonBlocking;
 
 use tracing::Subscriber;
-use tracing_subscriber::filter::{filter_fn, EnvFilter, FilterExt};
+use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
@@ -51,8 +49,6 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let not_trace_spans =
-        filter_fn(|meta| !(meta.is_span() && meta.target() == super::trace::TARGET));
     // Lines are written by a background thread: a request never waits on a stderr write
     // (a blocking syscall per line otherwise). Bounded and lossy under a log flood; losses
     // are the writer's, never the request's. The queue's slots are allocated and touched up
@@ -76,10 +72,10 @@ where
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
-            .with_filter(env.and(not_trace_spans))
+            .with_filter(env)
             .boxed()
     } else {
-        fmt.compact().with_filter(env.and(not_trace_spans)).boxed()
+        fmt.compact().with_filter(env).boxed()
     }
 }
 
