@@ -35,8 +35,15 @@ struct Pending {
 }
 
 impl Pending {
+    /// The spans queued so far. The queue starts again with room for as many (up to a batch),
+    /// so that it does not grow, copying every span it holds, again after each export.
     fn take(&self) -> Vec<SpanData> {
-        std::mem::take(&mut *self.spans.lock().unwrap_or_else(|e| e.into_inner()))
+        let mut spans = self.spans.lock().unwrap_or_else(|e| e.into_inner());
+        if spans.is_empty() {
+            return Vec::new();
+        }
+        let room = spans.len().min(MAX_BATCH);
+        std::mem::replace(&mut *spans, Vec::with_capacity(room))
     }
 }
 
