@@ -370,11 +370,6 @@ impl AttemptSeries {
         self.circuit.set(circuit_value(state));
     }
 
-    /// The provider label.
-    pub fn provider(&self) -> &str {
-        &self.provider
-    }
-
     /// Counts a failed attempt; `outcome` is an error kind name (a closed set).
     pub fn failed(&self, outcome: &'static str) {
         METRICS
