@@ -14,7 +14,6 @@
 //! Consumes `Principal` and `Arc<KeyPolicy>`. Over budget: 429 `BudgetExceeded` naming the
 //! budget and when it resets, with `Retry-After` until then.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -125,8 +124,9 @@ struct Ledger {
     names: Arc<Mutex<NameCache>>,
 }
 
-/// Key or team name → its counter names, per scope (`k`, `t`).
-type NameCache = HashMap<Arc<str>, [Option<DayNames>; 2]>;
+/// Key or team name → its counter names, per scope (`k`, `t`). The names come from config,
+/// so the cheap hash is safe.
+type NameCache = foldhash::HashMap<Arc<str>, [Option<DayNames>; 2]>;
 
 /// The day and month counter names of one key or team, valid until `day_ends`.
 #[derive(Debug, Clone)]
