@@ -289,11 +289,12 @@ impl Limiter {
             }
             Ok(mut reply) => {
                 let json_output = json_output_estimate(&reply);
-                reply
-                    .extensions
-                    .get_or_insert_default::<ResponseHeaders>()
-                    .0
-                    .extend(admitted.headers);
+                match reply.extensions.get_mut::<ResponseHeaders>() {
+                    Some(h) => h.0.extend(admitted.headers),
+                    None => {
+                        reply.extensions.insert(ResponseHeaders(admitted.headers));
+                    }
+                }
                 let me = self.clone();
                 Ok(reply.on_settle(move |s| {
                     let used = estimate.settle(s, is_stream, json_output).total();

@@ -324,7 +324,7 @@ where
     let result = inner.call(ir::Request { op, meta }).await;
     match result {
         Err(e) => error_response(format, &e),
-        Ok(reply) => {
+        Ok(mut reply) => {
             let mut resp = match (&ep, reply.body) {
                 (Endpoint::OpenAiModel(id), ir::ReplyBody::Models(models)) => {
                     match models.iter().find(|m| &m.id == id) {
@@ -346,8 +346,10 @@ where
                 (_, body) => openai::encode_reply(body, stream_opts),
             };
             add_reply_headers(&mut resp, &reply.served_by, reply.attempts);
-            if let Some(ir::ResponseHeaders(h)) = reply.extensions.get() {
-                resp.headers_mut().extend(h.clone());
+            if let Some(ir::ResponseHeaders(h)) = reply.extensions.remove() {
+                let headers = resp.headers_mut();
+                headers.reserve(h.len());
+                headers.extend(h);
             }
             let overhead = received_at
                 .elapsed()
