@@ -638,8 +638,9 @@ fn ratelimit(c: &mut Criterion) {
         ("small", OPENAI_SMALL_REQUEST),
         ("golden", OPENAI_CHAT_REQUEST),
     ] {
-        let op =
-            ir::Operation::Chat(openai::decode_chat_request(body.as_bytes()).expect("decodes"));
+        let op = ir::Operation::Chat(Box::new(
+            openai::decode_chat_request(body.as_bytes()).expect("decodes"),
+        ));
         g.bench_function(format!("token_estimate/{name}"), |b| {
             b.iter(|| TokenEstimate::of(black_box(&op)))
         });

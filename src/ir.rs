@@ -92,14 +92,17 @@ impl Meta {
 }
 
 /// The operations switchyard understands.
+///
+/// The requests are boxed: a [`Request`] is handed by value down every layer and captured in
+/// their futures, and unboxed a chat request made it 488 bytes, copied at each step.
 #[derive(Debug, Clone)]
 pub enum Operation {
     /// A chat / messages completion, streamed or not.
-    Chat(ChatRequest),
+    Chat(Box<ChatRequest>),
     /// Token counting for a chat request (answered by estimation where no upstream offers it).
-    CountTokens(ChatRequest),
+    CountTokens(Box<ChatRequest>),
     /// An embeddings request.
-    Embeddings(EmbeddingsRequest),
+    Embeddings(Box<EmbeddingsRequest>),
     /// List the models (public routes) this gateway serves.
     ListModels,
 }

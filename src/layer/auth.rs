@@ -262,7 +262,7 @@ mod tests {
             meta.extensions.insert(CallerKey(Arc::from(k)));
         }
         Request {
-            op: Operation::Chat(ChatRequest::new(model, Format::OpenAi)),
+            op: Operation::Chat(Box::new(ChatRequest::new(model, Format::OpenAi))),
             meta,
         }
     }

@@ -557,7 +557,7 @@ mod tests {
         meta.principal = Some(policy.principal.clone());
         meta.extensions.insert(policy.clone());
         Request {
-            op: Operation::Chat(c),
+            op: Operation::Chat(Box::new(c)),
             meta,
         }
     }

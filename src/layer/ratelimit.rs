@@ -542,7 +542,7 @@ mod tests {
         c.messages.push(Message::text(Role::User, text));
         c.max_tokens = max_tokens;
         c.stream = stream;
-        Operation::Chat(c)
+        Operation::Chat(Box::new(c))
     }
 
     #[test]

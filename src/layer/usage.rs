@@ -596,7 +596,7 @@ mod tests {
 
     fn request(model: &str) -> Request {
         Request {
-            op: Operation::Chat(crate::ir::ChatRequest::new(model, Format::OpenAi)),
+            op: Operation::Chat(Box::new(crate::ir::ChatRequest::new(model, Format::OpenAi))),
             meta: Meta::new(Arc::from("req-test"), Format::OpenAi),
         }
     }

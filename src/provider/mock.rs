@@ -531,7 +531,7 @@ mod tests {
             retry_after_secs: Some(1),
             ..Faults::default()
         });
-        let op = Operation::Chat(chat("echo", "x"));
+        let op = Operation::Chat(Box::new(chat("echo", "x")));
         let mut statuses = Vec::new();
         for _ in 0..8 {
             statuses.push(
@@ -569,7 +569,8 @@ mod tests {
             });
             let mut req = chat("lorem", "x");
             req.stream = true;
-            let Ok(ReplyBody::Stream(s)) = m.call(&Operation::Chat(req), "lorem").await else {
+            let Ok(ReplyBody::Stream(s)) = m.call(&Operation::Chat(Box::new(req)), "lorem").await
+            else {
                 panic!()
             };
             let t0 = tokio::time::Instant::now();
@@ -592,7 +593,7 @@ mod tests {
         let mut req = chat("lorem", "x");
         req.stream = true;
         req.max_tokens = Some(5);
-        let op = Operation::Chat(req);
+        let op = Operation::Chat(Box::new(req));
         let Ok(ReplyBody::Stream(mut paced)) = m.call(&op, "lorem").await else {
             panic!()
         };

@@ -12,7 +12,7 @@ use super::{json_response, sse_response, Body};
 
 /// Decodes `POST /v1/messages`.
 pub(super) fn decode_messages(body: &[u8]) -> Result<Operation, Error> {
-    wire::decode_request(body).map(Operation::Chat)
+    wire::decode_request(body).map(|c| Operation::Chat(Box::new(c)))
 }
 
 /// Decodes `POST /v1/messages/count_tokens`: a Messages request without `max_tokens`.
@@ -24,7 +24,7 @@ pub(super) fn decode_count_tokens(body: &[u8]) -> Result<Operation, Error> {
         obj.remove("stream");
     }
     let bytes = serde_json::to_vec(&v).unwrap_or_default();
-    wire::decode_request(&bytes).map(Operation::CountTokens)
+    wire::decode_request(&bytes).map(|c| Operation::CountTokens(Box::new(c)))
 }
 
 /// Encodes a reply body for an Anthropic caller.

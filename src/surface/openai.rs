@@ -9,12 +9,12 @@ use super::{json_response, sse_response, Body};
 
 /// Decodes `POST /v1/chat/completions`.
 pub(super) fn decode_chat(body: &[u8]) -> Result<Operation, Error> {
-    wire::decode_chat_request(body).map(Operation::Chat)
+    wire::decode_chat_request(body).map(|c| Operation::Chat(Box::new(c)))
 }
 
 /// Decodes `POST /v1/embeddings`.
 pub(super) fn decode_embeddings(body: &[u8]) -> Result<Operation, Error> {
-    wire::decode_embeddings_request(body).map(Operation::Embeddings)
+    wire::decode_embeddings_request(body).map(|e| Operation::Embeddings(Box::new(e)))
 }
 
 /// What the encoder needs to remember of the request.
