@@ -6,6 +6,7 @@
 mod export;
 pub mod logs;
 pub mod metrics;
+pub(crate) mod otlp;
 pub mod trace;
 
 use tracing_subscriber::layer::SubscriberExt as _;

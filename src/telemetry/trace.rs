@@ -30,7 +30,7 @@ use opentelemetry::trace::{
 use opentelemetry::{Array, StringValue, Value};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span as SdkSpan};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span as SdkSpan, SpanExporter as _};
 use opentelemetry_sdk::Resource;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
@@ -38,6 +38,7 @@ use tower::{Layer, Service};
 pub use opentelemetry::KeyValue;
 
 use super::export::{Flusher, QueueProcessor};
+use super::otlp;
 use crate::config::{OtlpProtocol, TelemetryConfig};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -136,7 +137,10 @@ impl Tracing {
             return Err("trace export is already running".into());
         }
         let timeout = Duration::from_secs(5);
-        let exporter = match settings.protocol {
+        let resource = Resource::builder()
+            .with_service_name(settings.service_name.clone())
+            .build();
+        let (processor, flusher) = match settings.protocol {
             Protocol::Grpc => {
                 let mut b = opentelemetry_otlp::SpanExporter::builder()
                     .with_tonic()
@@ -144,33 +148,24 @@ impl Tracing {
                 if let Some(e) = &settings.endpoint {
                     b = b.with_endpoint(e.clone());
                 }
-                b.build()
+                let mut exporter = b
+                    .build()
+                    .map_err(|e| format!("cannot set up OTLP trace export: {e}"))?;
+                exporter.set_resource(&resource);
+                QueueProcessor::spawn(exporter)
             }
             Protocol::HttpProtobuf => {
-                let mut b = opentelemetry_otlp::SpanExporter::builder()
-                    .with_http()
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .with_timeout(timeout);
-                if let Some(e) = &settings.endpoint {
-                    // As with OTEL_EXPORTER_OTLP_ENDPOINT: a base URL gets the signal path.
-                    let e = e.trim_end_matches('/');
-                    let url = if e.ends_with("/v1/traces") {
-                        e.to_owned()
-                    } else {
-                        format!("{e}/v1/traces")
-                    };
-                    b = b.with_endpoint(url);
-                }
-                b.build()
+                let var = |k: &str| std::env::var(k).ok();
+                let mut exporter = otlp::HttpExporter::new(
+                    &otlp::endpoint(settings.endpoint.as_deref(), &var),
+                    otlp::headers(&var),
+                    timeout,
+                )
+                .map_err(|e| format!("cannot set up OTLP trace export: {e}"))?;
+                exporter.set_resource(&resource);
+                QueueProcessor::spawn(exporter)
             }
-        }
-        .map_err(|e| format!("cannot set up OTLP trace export: {e}"))?;
-        let resource = Resource::builder()
-            .with_service_name(settings.service_name.clone())
-            .build();
-        let mut exporter = exporter;
-        opentelemetry_sdk::trace::SpanExporter::set_resource(&mut exporter, &resource);
-        let (processor, flusher) = QueueProcessor::spawn(exporter);
+        };
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
             .with_resource(resource)
