@@ -33,6 +33,8 @@ use prost::Message as _;
 
 /// Spans received, each with its resource's `service.name`.
 type Received = Arc<Mutex<Vec<(String, Span)>>>;
+/// The `x-collector-key` header (gRPC metadata) of each export received.
+type Keys = Arc<Mutex<Vec<String>>>;
 
 fn record(received: &Received, req: ExportTraceServiceRequest) {
     let mut out = received.lock().unwrap();
@@ -55,7 +57,7 @@ fn record(received: &Received, req: ExportTraceServiceRequest) {
     }
 }
 
-struct GrpcReceiver(Received);
+struct GrpcReceiver(Received, Keys);
 
 #[tonic::async_trait]
 impl TraceService for GrpcReceiver {
@@ -63,25 +65,28 @@ impl TraceService for GrpcReceiver {
         &self,
         req: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        if let Some(k) = req.metadata().get("x-collector-key") {
+            self.1.lock().unwrap().push(k.to_str().unwrap().to_owned());
+        }
         record(&self.0, req.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
 }
 
 /// An OTLP/gRPC receiver; returns its endpoint.
-async fn grpc_receiver(received: Received) -> String {
+async fn grpc_receiver(received: Received, keys: Keys) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(GrpcReceiver(received)))
+            .add_service(TraceServiceServer::new(GrpcReceiver(received, keys)))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     format!("http://{addr}")
 }
 
 /// An OTLP/HTTP (protobuf) receiver of `POST /v1/traces`; returns its base endpoint.
-async fn http_receiver(received: Received) -> String {
+async fn http_receiver(received: Received, keys: Keys) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -89,12 +94,16 @@ async fn http_receiver(received: Received) -> String {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let received = received.clone();
+            let (received, keys) = (received.clone(), keys.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-                    let received = received.clone();
+                    let (received, keys) = (received.clone(), keys.clone());
                     async move {
-                        let ok = req.uri().path() == "/v1/traces";
+                        let ok = req.uri().path() == "/v1/traces"
+                            && req.headers()["content-type"] == "application/x-protobuf";
+                        if let Some(k) = req.headers().get("x-collector-key") {
+                            keys.lock().unwrap().push(k.to_str().unwrap().to_owned());
+                        }
                         let body = req.into_body().collect().await.unwrap().to_bytes();
                         if ok {
                             record(&received, ExportTraceServiceRequest::decode(body).unwrap());
@@ -263,9 +272,10 @@ const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
 async fn spans_across_a_fallback(protocol: &str) {
     let received: Received = Arc::default();
+    let keys: Keys = Arc::default();
     let endpoint = match protocol {
-        "grpc" => grpc_receiver(received.clone()).await,
-        _ => http_receiver(received.clone()).await,
+        "grpc" => grpc_receiver(received.clone(), keys.clone()).await,
+        _ => http_receiver(received.clone(), keys.clone()).await,
     };
     let (upstream, upstream_saw) = failing_upstream().await;
     let service = format!("switchyard-test-{}", protocol.replace('/', "-"));
@@ -275,6 +285,8 @@ async fn spans_across_a_fallback(protocol: &str) {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
             ("OTEL_SERVICE_NAME", &service),
+            // A collector's credentials, percent-encoded as the variable's format asks.
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-collector-key=k%3Dv1%2C2"),
         ],
     );
 
@@ -327,6 +339,11 @@ async fn spans_across_a_fallback(protocol: &str) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let all = received.lock().unwrap().clone();
     assert!(all.iter().all(|(svc, _)| *svc == service), "service.name");
+    let keys = keys.lock().unwrap().clone();
+    assert!(
+        !keys.is_empty() && keys.iter().all(|k| k == "k=v1,2"),
+        "every export carries OTEL_EXPORTER_OTLP_HEADERS, decoded: {keys:?}"
+    );
 
     let ours: Vec<&Span> = all
         .iter()
