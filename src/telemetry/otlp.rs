@@ -42,12 +42,12 @@ pub(crate) fn endpoint(configured: Option<&str>, var: &dyn Fn(&str) -> Option<St
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
     };
-    if let Some(e) = configured.or(var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").as_deref()) {
-        if configured.is_none() {
-            // The signal variable is the full URL, used as it is.
-            return e.to_owned();
-        }
+    if let Some(e) = configured {
         return with_signal_path(e);
+    }
+    // The signal's own variable is the full URL, used as it is.
+    if let Some(e) = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+        return e;
     }
     match var("OTEL_EXPORTER_OTLP_ENDPOINT") {
         Some(base) => with_signal_path(&base),
