@@ -22,7 +22,6 @@ use crate::telemetry::trace::{self, int, KeyValue, Recording};
 /// Telemetry of the attempts to one target.
 #[derive(Clone)]
 pub struct AttemptTelemetryLayer {
-    provider: Arc<str>,
     gen_ai: Arc<str>,
     model: Arc<str>,
     series: AttemptSeries,
@@ -42,7 +41,6 @@ impl AttemptTelemetryLayer {
         series.circuit(stats.circuit());
         Self {
             gen_ai: Arc::from(trace::gen_ai_provider(kind, &provider)),
-            provider,
             model,
             series,
             stats,
@@ -91,7 +89,7 @@ where
                 attempt.request.meta.extensions.get::<trace::Parent>(),
                 format!("{op} {}", l.model),
                 vec![
-                    KeyValue::new("switchyard.provider", l.provider.clone()),
+                    KeyValue::new("switchyard.provider", l.series.provider().clone()),
                     KeyValue::new("switchyard.attempt", i64::from(attempt.number)),
                     KeyValue::new("gen_ai.operation.name", op),
                     KeyValue::new("gen_ai.provider.name", l.gen_ai.clone()),

@@ -365,6 +365,11 @@ impl AttemptSeries {
         }
     }
 
+    /// The provider label (also the attempt span's `switchyard.provider`).
+    pub fn provider(&self) -> &Arc<str> {
+        &self.provider
+    }
+
     /// Publishes the target's circuit state.
     pub fn circuit(&self, state: CircuitState) {
         self.circuit.set(circuit_value(state));
