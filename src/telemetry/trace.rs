@@ -12,8 +12,10 @@
 //! Spans are made with the OpenTelemetry SDK directly, not through `tracing` and its bridge:
 //! it cost about 28k more instructions per request (every poll entered and left the span
 //! through the subscriber stack; every attribute was a separate dispatch). OTLP/HTTP export is
-//! switchyard's own (`telemetry/otlp.rs`); gRPC export is `opentelemetry-otlp`'s. A request carries its server span in its extensions ([`ServerSpanRef`]); the
-//! usage layer annotates it, and each attempt's span is made a child of it ([`Parent`]).
+//! switchyard's own (`telemetry/otlp.rs`); gRPC export is `opentelemetry-otlp`'s.
+//!
+//! A request carries its server span in its extensions ([`ServerSpanRef`]); the usage layer
+//! annotates it, and each attempt's span is made a child of it ([`Parent`]).
 //! With tracing off, nothing is made: one relaxed atomic load per request.
 
 use std::borrow::Cow;
