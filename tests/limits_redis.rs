@@ -472,3 +472,61 @@ async fn the_admission_reply_carries_large_and_negative_counters_exactly() {
     assert_eq!(refused.values, vec![5_000_000_000_000_007, -5]);
     assert!(state.healthy());
 }
+
+/// A server that accepts connections and never answers (a hung or black-holed Redis) —
+/// `answer_setup`: it first answers the connection's set-up (the two `SCRIPT LOAD`s), then
+/// nothing. Each step gives up after the timeout and is decided on local limits; the state
+/// says it is down, and no request waits for Redis while it is.
+async fn a_silent_redis_is_given_up_after_the_timeout(answer_setup: bool) {
+    use switchyard::state::{State, Take};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut first = true;
+                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {
+                    if std::mem::take(&mut first) && answer_setup {
+                        let sha = format!("$40\r\n{}\r\n", "a".repeat(40));
+                        s.write_all(format!("{sha}{sha}").as_bytes()).await.unwrap();
+                    }
+                }
+            });
+        }
+    });
+    let cfg = switchyard::config::StateConfig {
+        timeout_ms: 100,
+        retry_secs: 60.0,
+        ..Default::default()
+    };
+    let state =
+        switchyard::state::redis::RedisState::connect(&format!("redis://{addr}"), &cfg).unwrap();
+    let take = || Take {
+        key: "{silent}:rpm".into(),
+        limit: 2,
+        cost: 1,
+    };
+    // Bounded, so that a hang fails this test instead of stalling the suite.
+    let admit =
+        |state| tokio::time::timeout(Duration::from_secs(10), State::admit(state, vec![take()]));
+    let first = admit(&state).await.expect("the step gave Redis up");
+    assert!(first[0].allowed);
+    assert!(!state.healthy());
+    // Down now: decided locally at once, and the local cell holds the limit.
+    assert!(admit(&state).await.unwrap()[0].allowed);
+    assert!(!admit(&state).await.unwrap()[0].allowed);
+}
+
+#[tokio::test]
+async fn a_redis_that_never_answers_is_given_up_after_the_timeout() {
+    a_silent_redis_is_given_up_after_the_timeout(false).await;
+}
+
+#[tokio::test]
+async fn a_redis_that_stops_answering_is_given_up_after_the_timeout() {
+    a_silent_redis_is_given_up_after_the_timeout(true).await;
+}

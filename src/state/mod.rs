@@ -20,6 +20,7 @@ use crate::config::{StateBackend, StateConfig};
 
 pub mod memory;
 pub mod redis;
+mod resp;
 
 /// The window every rate limit is expressed over.
 pub const PERIOD: Duration = Duration::from_secs(60);

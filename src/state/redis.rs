@@ -1,30 +1,30 @@
 //! Redis-protocol shared state (Redis, Valkey): every replica decides against the same cells.
 //!
-//! Each operation is one atomic Lua script (one round trip, `EVALSHA` with a reload on
-//! `NOSCRIPT`) over one multiplexed connection, which pipelines concurrent requests. Time is
-//! the server's (`TIME`), so replicas with skewed clocks still agree.
+//! Each operation is one atomic Lua script (one round trip: `EVALSHA` of the script loaded when
+//! the connection was made, `EVAL` of its text after a `NOSCRIPT`) over one connection
+//! (`state/resp.rs`), which pipelines concurrent requests. Time is the server's (`TIME`), so
+//! replicas with skewed clocks still agree.
 //!
 //! Settlements nobody waits for ([`Settle`]: token refunds, spend once a reply is priced) are
 //! written behind by one task: whatever queued up while the previous write was in flight goes
 //! in one pipelined round trip, so under load they cost a fraction of a round trip each, and a
 //! request never waits for them. Shutdown flushes the queue ([`State::flush`]).
 //!
-//! When Redis does not answer within `state.timeout_ms`, the operation is decided on a local
+//! When Redis does not answer within `state.timeout_ms` (the connection is then closed, and the
+//! next step makes a new one), the operation is decided on a local
 //! [`MemoryState`] instead: the sidecar keeps serving on local limits, logs the outage once, and
 //! lowers [`super::backend_healthy`]. While down, one request per `state.retry_secs` probes
 //! Redis; the first answer resumes shared accounting.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisResult, Script, ScriptInvocation, ServerErrorKind};
 use tokio::sync::Notify;
 
 use super::memory::MemoryState;
+use super::resp::{self, Commands, Connection, Endpoint, Reply};
 use super::{Counter, Decision, Reserved, Settle, State, StateError, Take};
 use crate::config::StateConfig;
 
@@ -136,7 +136,11 @@ pub struct RedisState {
 
 /// What the request path and the write-behind task share.
 struct Core {
-    conn: ConnectionManager,
+    endpoint: Endpoint,
+    /// The connection in use, made on first use and again after it breaks.
+    link: Mutex<Option<Arc<Link>>>,
+    /// Held while a connection is being made, so that only one is.
+    connecting: tokio::sync::Mutex<()>,
     local: MemoryState,
     timeout: Duration,
     retry: Duration,
@@ -144,13 +148,25 @@ struct Core {
     /// Milliseconds since `base` before which no request probes a Redis known to be down.
     next_probe_ms: AtomicU64,
     base: Instant,
-    admit: Script,
-    add: Script,
     queue: Mutex<Queue>,
     /// Rung when the queue gets its first item, or on close.
     bell: Notify,
     /// Rung by the writer each time it finds the queue empty.
     idle: Notify,
+}
+
+/// A connection, and the names (SHA1) the server gave our scripts when it was made.
+struct Link {
+    conn: Connection,
+    admit: String,
+    add: String,
+}
+
+/// Which script a command runs.
+#[derive(Clone, Copy)]
+enum Script {
+    Admit,
+    Add,
 }
 
 /// Settlements waiting for the writer.
@@ -176,32 +192,21 @@ impl RedisState {
     pub fn connect(url: &str, config: &StateConfig) -> Result<Self, StateError> {
         let rt = tokio::runtime::Handle::try_current()
             .map_err(|_| StateError("the Redis state needs a Tokio runtime".into()))?;
-        // The URL may carry a password: never echo it.
-        let client = redis::Client::open(url).map_err(|e| {
-            StateError(format!(
-                "state.url is not a usable Redis URL ({:?})",
-                e.kind()
-            ))
-        })?;
-        let timeout = Duration::from_millis(config.timeout_ms);
-        let cm = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_lazy_with_config(client, cm)
-            .map_err(|e| StateError(format!("cannot set up the Redis connection: {e}")))?;
+        // The URL may carry a password: the error never echoes it.
+        let endpoint = Endpoint::parse(url)
+            .map_err(|why| StateError(format!("state.url is not a usable Redis URL: {why}")))?;
         // Registers the gauge with the process's metrics.
         let _ = crate::telemetry::metrics::state_backend_up();
         let core = Arc::new(Core {
-            conn,
+            endpoint,
+            link: Mutex::default(),
+            connecting: tokio::sync::Mutex::new(()),
             local: MemoryState::new(),
-            timeout,
+            timeout: Duration::from_millis(config.timeout_ms),
             retry: Duration::from_secs_f64(config.retry_secs),
             healthy: AtomicBool::new(true),
             next_probe_ms: AtomicU64::new(0),
             base: Instant::now(),
-            admit: Script::new(ADMIT),
-            add: Script::new(ADD),
             queue: Mutex::default(),
             bell: Notify::new(),
             idle: Notify::new(),
@@ -218,6 +223,49 @@ impl Core {
 
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn current(&self) -> Option<Arc<Link>> {
+        let link = self.link.lock().unwrap_or_else(|e| e.into_inner());
+        link.as_ref().filter(|l| !l.conn.is_closed()).cloned()
+    }
+
+    /// The connection in use, or a new one (loading the scripts on it).
+    async fn link(&self) -> Result<Arc<Link>, resp::Error> {
+        if let Some(link) = self.current() {
+            return Ok(link);
+        }
+        let _one = self.connecting.lock().await;
+        if let Some(link) = self.current() {
+            return Ok(link);
+        }
+        let (conn, replies) = Connection::open(&self.endpoint, self.timeout, |c| {
+            c.cmd("SCRIPT", 2).arg("LOAD").arg(ADMIT);
+            c.cmd("SCRIPT", 2).arg("LOAD").arg(ADD);
+        })
+        .await?;
+        let sha = |r: Option<&Reply>| match r {
+            Some(Reply::Bytes(b)) => String::from_utf8(b.clone())
+                .map_err(|_| resp::Error::Protocol("a script name that is not UTF-8")),
+            Some(Reply::Error(e)) => Err(resp::Error::Refused(e.clone())),
+            _ => Err(resp::Error::Protocol("no script name from SCRIPT LOAD")),
+        };
+        let link = Arc::new(Link {
+            admit: sha(replies.first())?,
+            add: sha(replies.get(1))?,
+            conn,
+        });
+        *self.link.lock().unwrap_or_else(|e| e.into_inner()) = Some(link.clone());
+        Ok(link)
+    }
+
+    /// Closes `link` if it is still the one in use (the next step makes a new one).
+    fn drop_link(&self, link: &Arc<Link>) {
+        let mut current = self.link.lock().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, link)) {
+            *current = None;
+        }
+        link.conn.close();
     }
 
     /// Whether this request should ask Redis: always while healthy; while down, one request
@@ -240,22 +288,16 @@ impl Core {
                 .is_ok()
     }
 
-    /// Runs one Redis step within the timeout; `None` means "decide locally".
-    async fn shared<T>(&self, step: impl Future<Output = RedisResult<T>>) -> Option<T> {
-        if !self.may_try() {
-            return None;
+    /// Redis answered: shared accounting resumes if it had stopped.
+    fn answered(&self) {
+        if !self.healthy.swap(true, Ordering::AcqRel) {
+            tracing::info!("redis state backend answers again; shared limits resumed");
+            super::set_backend_healthy(true);
         }
-        let why = match tokio::time::timeout(self.timeout, step).await {
-            Ok(Ok(v)) => {
-                if !self.healthy.swap(true, Ordering::AcqRel) {
-                    tracing::info!("redis state backend answers again; shared limits resumed");
-                    super::set_backend_healthy(true);
-                }
-                return Some(v);
-            }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer within {:?}", self.timeout),
-        };
+    }
+
+    /// Redis did not answer (or answered with an error): local limits until it does.
+    fn failed(&self, why: &dyn std::fmt::Display) {
         self.next_probe_ms.store(
             self.now_ms() + self.retry.as_millis() as u64,
             Ordering::Relaxed,
@@ -267,34 +309,87 @@ impl Core {
             );
             super::set_backend_healthy(false);
         }
-        None
     }
 
-    /// The [`ADMIT`] step over cells and counters.
-    fn admit_invocation(
-        &self,
-        takes: &[Take],
-        counters: &[Counter],
-        amount: i64,
-        force: bool,
-    ) -> ScriptInvocation<'_> {
-        let mut inv = self.admit.prepare_invoke();
-        inv.arg(if force { "1" } else { "0" }).arg(takes.len());
-        for t in takes {
-            inv.key(&t.key).arg(t.limit).arg(t.cost);
+    /// Sends the commands `build` packs (for the connection it is given) and returns one reply
+    /// per command; `None` means "decide locally". The connection keeps the timeout (a
+    /// request waiting longer fails, `state/resp.rs`); one that fails is closed.
+    async fn call(&self, build: impl FnOnce(&mut Commands, &Link)) -> Option<Vec<Reply>> {
+        if !self.may_try() {
+            return None;
         }
-        inv.arg(amount);
+        let link = match self.link().await {
+            Ok(link) => link,
+            Err(e) => {
+                self.failed(&e);
+                return None;
+            }
+        };
+        let mut cmds = Commands::default();
+        build(&mut cmds, &link);
+        let sent = match link.conn.send(cmds) {
+            Ok(reply) => reply.await,
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(replies) => {
+                self.answered();
+                Some(replies)
+            }
+            Err(e) => {
+                self.drop_link(&link);
+                self.failed(&e);
+                None
+            }
+        }
+    }
+
+    /// Packs the start of one run of a script: `EVALSHA`, or `EVAL` with its text when the
+    /// server forgot it; `args` more arguments follow (the key count, keys, then ARGV).
+    fn script<'c>(
+        cmds: &'c mut Commands,
+        link: &Link,
+        script: Script,
+        eval: bool,
+        args: usize,
+    ) -> &'c mut Commands {
+        match (script, eval) {
+            (Script::Admit, false) => cmds.cmd("EVALSHA", 1 + args).arg(&link.admit),
+            (Script::Add, false) => cmds.cmd("EVALSHA", 1 + args).arg(&link.add),
+            (Script::Admit, true) => cmds.cmd("EVAL", 1 + args).arg(ADMIT),
+            (Script::Add, true) => cmds.cmd("EVAL", 1 + args).arg(ADD),
+        }
+    }
+
+    /// Packs the [`ADMIT`] step over cells and counters.
+    fn admit_cmd(
+        cmds: &mut Commands,
+        link: &Link,
+        eval: bool,
+        (takes, counters, amount, force): (&[Take], &[Counter], i64, bool),
+    ) {
+        let args = 4 + 3 * takes.len() + 3 * counters.len();
+        Self::script(cmds, link, Script::Admit, eval, args).arg(takes.len() + counters.len());
+        for t in takes {
+            cmds.arg(&t.key);
+        }
         for c in counters {
-            inv.key(&c.key);
+            cmds.arg(&c.key);
+        }
+        cmds.arg(if force { "1" } else { "0" }).arg(takes.len());
+        for t in takes {
+            cmds.arg(t.limit).arg(t.cost);
+        }
+        cmds.arg(amount);
+        for c in counters {
             match c.limit {
-                Some(l) => inv.arg(l),
-                None => inv.arg(""),
+                Some(l) => cmds.arg(l),
+                None => cmds.arg(""),
             };
         }
         for c in counters {
-            inv.arg(c.ttl.as_millis().max(1) as u64);
+            cmds.arg(c.ttl.as_millis().max(1) as u64);
         }
-        inv
     }
 
     /// One all-or-nothing admission step in Redis (forced steps are settlements,
@@ -305,10 +400,29 @@ impl Core {
         counters: &[Counter],
         amount: i64,
     ) -> Option<(Vec<Decision>, Reserved)> {
-        let inv = self.admit_invocation(takes, counters, amount, false);
-        let mut conn = self.conn.clone();
-        let reply: String = self.shared(inv.invoke_async(&mut conn)).await?;
-        let flat: Vec<i64> = reply
+        let step = (takes, counters, amount, false);
+        let mut replies = self
+            .call(|c, link| Self::admit_cmd(c, link, false, step))
+            .await?;
+        // Redis forgot the script (restarted, or SCRIPT FLUSH): once more, with its text.
+        if replies.first().is_some_and(Reply::is_noscript) {
+            replies = self
+                .call(|c, link| Self::admit_cmd(c, link, true, step))
+                .await?;
+        }
+        let reply = match replies.pop() {
+            Some(Reply::Bytes(b)) => b,
+            Some(Reply::Error(e)) => {
+                self.failed(&e);
+                return None;
+            }
+            _ => {
+                self.failed(&"an admission reply that is not a string");
+                return None;
+            }
+        };
+        let flat: Vec<i64> = std::str::from_utf8(&reply)
+            .ok()?
             .split(' ')
             .map(str::parse)
             .collect::<Result<_, _>>()
@@ -334,20 +448,20 @@ impl Core {
         Some((decisions, reserved))
     }
 
-    /// The script step of one settlement.
-    fn settle_invocation(&self, change: &Settle) -> ScriptInvocation<'_> {
+    /// Packs the script step of one settlement.
+    fn settle_cmd(cmds: &mut Commands, link: &Link, eval: bool, change: &Settle) {
         match change {
-            Settle::Adjust(takes) => self.admit_invocation(takes, &[], 0, true),
+            Settle::Adjust(takes) => Self::admit_cmd(cmds, link, eval, (takes, &[], 0, true)),
             Settle::Add(counters, amount) => {
-                let mut inv = self.add.prepare_invoke();
-                inv.arg(*amount);
+                Self::script(cmds, link, Script::Add, eval, 2 + 2 * counters.len())
+                    .arg(counters.len());
                 for c in counters {
-                    inv.key(&c.key);
+                    cmds.arg(&c.key);
                 }
+                cmds.arg(*amount);
                 for c in counters {
-                    inv.arg(c.ttl.as_millis().max(1) as u64);
+                    cmds.arg(c.ttl.as_millis().max(1) as u64);
                 }
-                inv
             }
         }
     }
@@ -355,35 +469,39 @@ impl Core {
     /// Writes a batch of settlements in one pipelined round trip, one script step each
     /// (falling back to the local state when Redis does not answer).
     async fn write(&self, batch: Vec<Settle>) {
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for change in &batch {
-            pipe.invoke_script(&self.settle_invocation(change));
-        }
-        let mut conn = self.conn.clone();
-        let Some(results) = self
-            .shared(pipe.query_async::<Vec<RedisResult<redis::Value>>>(&mut conn))
-            .await
-        else {
+        let sent = self
+            .call(|c, link| {
+                for change in &batch {
+                    Self::settle_cmd(c, link, false, change);
+                }
+            })
+            .await;
+        let Some(replies) = sent else {
             for change in batch {
                 self.local.settle(change);
             }
             return;
         };
-        // Redis forgot the scripts (restarted, or SCRIPT FLUSH): those steps alone again,
-        // each loading its script. Nothing else in the batch runs twice.
-        for (change, result) in batch.into_iter().zip(results) {
-            let lost = result
-                .is_err_and(|e| e.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript));
-            if !lost {
-                continue;
-            }
-            let inv = self.settle_invocation(&change);
-            let mut conn = self.conn.clone();
-            let again = self
-                .shared(inv.invoke_async::<redis::Value>(&mut conn))
-                .await;
-            if again.is_none() {
+        // Redis forgot the scripts (restarted, or SCRIPT FLUSH): those steps again, with the
+        // scripts' text. Nothing else in the batch runs twice.
+        let lost: Vec<Settle> = batch
+            .into_iter()
+            .zip(&replies)
+            .filter(|(_, r)| r.is_noscript())
+            .map(|(change, _)| change)
+            .collect();
+        if lost.is_empty() {
+            return;
+        }
+        let again = self
+            .call(|c, link| {
+                for change in &lost {
+                    Self::settle_cmd(c, link, true, change);
+                }
+            })
+            .await;
+        if again.is_none() {
+            for change in lost {
                 self.local.settle(change);
             }
         }
@@ -455,15 +573,26 @@ impl State for RedisState {
                 return Vec::new();
             }
             let core = &self.core;
-            let mut conn = core.conn.clone();
-            let mut cmd = redis::cmd("MGET");
-            cmd.arg(&keys);
-            match core
-                .shared(cmd.query_async::<Vec<Option<i64>>>(&mut conn))
-                .await
-            {
-                Some(v) => v.into_iter().map(|v| v.unwrap_or(0)).collect(),
-                None => core.local.get_now(&keys),
+            let replies = core
+                .call(|c, _| {
+                    c.cmd("MGET", keys.len());
+                    for k in &keys {
+                        c.arg(k);
+                    }
+                })
+                .await;
+            let value = |r: &Reply| match r {
+                Reply::Bytes(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+                _ => Some(0),
+            };
+            match replies.as_deref() {
+                Some([Reply::Array(items)]) if items.len() == keys.len() => {
+                    match items.iter().map(value).collect::<Option<Vec<i64>>>() {
+                        Some(v) => v,
+                        None => core.local.get_now(&keys),
+                    }
+                }
+                _ => core.local.get_now(&keys),
             }
         })
     }
