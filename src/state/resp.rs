@@ -187,6 +187,15 @@ pub(super) fn parse(buf: &[u8]) -> Result<Option<(Reply, usize)>, Error> {
             .and_then(|s| s.parse().ok())
             .ok_or(Error::Protocol("bad integer"))
     };
+    // A length line: `None` for a nil (negative) length, else the length, at most `max`.
+    let length = |max: usize, what: &'static str| -> Result<Option<usize>, Error> {
+        let n = int()?;
+        if n < 0 {
+            return Ok(None);
+        }
+        let n = usize::try_from(n).ok().filter(|n| *n <= max);
+        n.map(Some).ok_or(Error::Protocol(what))
+    };
     match kind {
         b'+' => Ok(Some((Reply::Bytes(line.to_vec()), next))),
         b'-' => Ok(Some((
@@ -195,14 +204,9 @@ pub(super) fn parse(buf: &[u8]) -> Result<Option<(Reply, usize)>, Error> {
         ))),
         b':' => Ok(Some((Reply::Int(int()?), next))),
         b'$' => {
-            let len = int()?;
-            if len < 0 {
+            let Some(len) = length(MAX_BULK, "bulk string too long")? else {
                 return Ok(Some((Reply::Nil, next)));
-            }
-            let len = usize::try_from(len)
-                .ok()
-                .filter(|l| *l <= MAX_BULK)
-                .ok_or(Error::Protocol("bulk string too long"))?;
+            };
             let Some(tail) = buf.get(next..next + len + 2) else {
                 return Ok(None);
             };
@@ -212,14 +216,9 @@ pub(super) fn parse(buf: &[u8]) -> Result<Option<(Reply, usize)>, Error> {
             Ok(Some((Reply::Bytes(tail[..len].to_vec()), next + len + 2)))
         }
         b'*' => {
-            let n = int()?;
-            if n < 0 {
+            let Some(n) = length(MAX_ARRAY, "array too long")? else {
                 return Ok(Some((Reply::Nil, next)));
-            }
-            let n = usize::try_from(n)
-                .ok()
-                .filter(|n| *n <= MAX_ARRAY)
-                .ok_or(Error::Protocol("array too long"))?;
+            };
             let mut items = Vec::with_capacity(n.min(64));
             let mut at = next;
             for _ in 0..n {
