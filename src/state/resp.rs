@@ -481,18 +481,24 @@ impl Connection {
             if pipe.closed {
                 return Err(Error::Closed);
             }
-            let wake = pipe.out.is_empty();
-            if wake {
-                pipe.out = bytes;
+            if replies == 0 {
+                // Nothing to send, nothing to wait for (a waiter for no reply is never done).
+                let _ = tx.send(Ok(Vec::new()));
+                false
             } else {
-                pipe.out.extend_from_slice(&bytes);
+                let wake = pipe.out.is_empty();
+                if wake {
+                    pipe.out = bytes;
+                } else {
+                    pipe.out.extend_from_slice(&bytes);
+                }
+                pipe.waiting.push(Waiter {
+                    replies,
+                    got: Vec::with_capacity(replies),
+                    tx,
+                });
+                wake
             }
-            pipe.waiting.push(Waiter {
-                replies,
-                got: Vec::with_capacity(replies),
-                tx,
-            });
-            wake
         };
         if wake {
             self.shared.task.wake();
@@ -729,6 +735,24 @@ mod tests {
             String::from_utf8(bytes).unwrap(),
             "*4\r\n$7\r\nEVALSHA\r\n$3\r\nabc\r\n$1\r\n2\r\n$2\r\n-5\r\n*2\r\n$4\r\nMGET\r\n$1\r\nk\r\n"
         );
+    }
+
+    /// A connection with no set-up to send (no password, database 0, no commands) opens
+    /// without waiting for replies that will never come.
+    #[tokio::test]
+    async fn a_connection_with_nothing_to_set_up_opens_at_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = tokio::spawn(async move { listener.accept().await.map(|(s, _)| s) });
+        let ep = Endpoint::parse(&format!("redis://127.0.0.1:{port}")).unwrap();
+        let open = Connection::open(&ep, Duration::from_secs(5), |_| {});
+        let (conn, replies) = tokio::time::timeout(Duration::from_secs(10), open)
+            .await
+            .expect("opened without waiting")
+            .unwrap();
+        assert!(replies.is_empty());
+        assert!(!conn.is_closed());
+        accepted.await.unwrap().unwrap();
     }
 
     #[test]
