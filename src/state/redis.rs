@@ -353,11 +353,14 @@ impl Core {
         eval: bool,
         args: usize,
     ) -> &'c mut Commands {
-        match (script, eval) {
-            (Script::Admit, false) => cmds.cmd("EVALSHA", 1 + args).arg(&link.admit),
-            (Script::Add, false) => cmds.cmd("EVALSHA", 1 + args).arg(&link.add),
-            (Script::Admit, true) => cmds.cmd("EVAL", 1 + args).arg(ADMIT),
-            (Script::Add, true) => cmds.cmd("EVAL", 1 + args).arg(ADD),
+        let (text, sha) = match script {
+            Script::Admit => (ADMIT, &link.admit),
+            Script::Add => (ADD, &link.add),
+        };
+        if eval {
+            cmds.cmd("EVAL", 1 + args).arg(text)
+        } else {
+            cmds.cmd("EVALSHA", 1 + args).arg(sha)
         }
     }
 

@@ -446,19 +446,13 @@ impl Connection {
         let mut cmds = Commands::default();
         let first = endpoint.handshake(&mut cmds);
         setup(&mut cmds);
-        let mut replies = match conn.send(cmds)?.await {
-            Ok(r) => r,
-            Err(e) => {
-                conn.close();
-                return Err(e);
-            }
-        };
+        // On any early return, dropping `conn` closes it.
+        let mut replies = conn.send(cmds)?.await?;
         let refused = replies[..first].iter().find_map(|r| match r {
             Reply::Error(e) => Some(e.clone()),
             _ => None,
         });
         if let Some(why) = refused {
-            conn.close();
             return Err(Error::Refused(why));
         }
         replies.drain(..first);
@@ -637,10 +631,13 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, shared: Arc<Shared>
         }
     })
     .await;
-    let why = match end {
-        Err(Error::Io(e)) => Err(e.kind()),
-        Err(Error::Timeout(after)) => Ok(after),
-        _ => Err(io::ErrorKind::ConnectionAborted),
+    let why = end.err().unwrap_or(Error::Closed);
+    // Every request still waiting gets its own copy of why the connection ended.
+    let copy = || match &why {
+        Error::Io(e) => Error::Io(e.kind().into()),
+        Error::Protocol(what) => Error::Protocol(what),
+        Error::Timeout(after) => Error::Timeout(*after),
+        Error::Closed | Error::Refused(_) => Error::Closed,
     };
     let orphans = {
         let mut pipe = lock();
@@ -648,11 +645,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, shared: Arc<Shared>
         std::mem::take(&mut pipe.waiting)
     };
     for w in waiting.into_iter().map(|(_, w)| w).chain(orphans) {
-        let _ = w.tx.send(Err(match why {
-            Ok(after) => Error::Timeout(after),
-            Err(io::ErrorKind::ConnectionAborted) => Error::Closed,
-            Err(kind) => Error::Io(kind.into()),
-        }));
+        let _ = w.tx.send(Err(copy()));
     }
 }
 
