@@ -16,10 +16,12 @@ use crate::ir::Usage;
 /// The pricing table.
 #[derive(Debug, Default)]
 pub struct Prices {
-    by_model: HashMap<String, Price>,
+    /// Hashed with foldhash, like `memo`: both are read for every priced reply, and their
+    /// keys come from config and the shipped table, or are bounded (`MEMO_MAX`).
+    by_model: foldhash::HashMap<String, Price>,
     /// Answers already worked out (a prefix search walks the whole table), per model name
     /// seen; bounded, since model names come from upstream replies.
-    memo: RwLock<HashMap<Box<str>, Option<Price>>>,
+    memo: RwLock<foldhash::HashMap<Box<str>, Option<Price>>>,
 }
 
 impl Clone for Prices {

@@ -125,14 +125,27 @@ macro_rules! int_arg {
 }
 int_arg!(i64, u64, usize);
 
-/// `$<len>\r\n<arg>\r\n`.
+/// `$<len>\r\n<arg>\r\n`. Arguments are keys and numbers, nearly all shorter than 100
+/// bytes: their length is written digit by digit and the header in one piece (a keyed
+/// request packs ~40 arguments; through `itoa` and five appends each cost ~120 instructions).
 fn bulk(out: &mut Vec<u8>, arg: &[u8]) {
-    let mut len = itoa::Buffer::new();
-    let len = len.format(arg.len()).as_bytes();
-    out.reserve(len.len() + arg.len() + 5);
-    out.push(b'$');
-    out.extend_from_slice(len);
-    out.extend_from_slice(b"\r\n");
+    let n = arg.len();
+    out.reserve(n + 25);
+    match n {
+        0..=9 => out.extend_from_slice(&[b'$', b'0' + n as u8, b'\r', b'\n']),
+        10..=99 => out.extend_from_slice(&[
+            b'$',
+            b'0' + (n / 10) as u8,
+            b'0' + (n % 10) as u8,
+            b'\r',
+            b'\n',
+        ]),
+        _ => {
+            out.push(b'$');
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
     out.extend_from_slice(arg);
     out.extend_from_slice(b"\r\n");
 }
@@ -728,6 +741,20 @@ mod tests {
             String::from_utf8(bytes).unwrap(),
             "*4\r\n$7\r\nEVALSHA\r\n$3\r\nabc\r\n$1\r\n2\r\n$2\r\n-5\r\n*2\r\n$4\r\nMGET\r\n$1\r\nk\r\n"
         );
+    }
+
+    #[test]
+    fn every_argument_length_is_written_in_decimal() {
+        for n in [0usize, 1, 9, 10, 11, 99, 100, 101, 999, 1000, 65_536] {
+            let arg = "x".repeat(n);
+            let mut c = Commands::default();
+            c.cmd("SET", 1).arg(arg.as_str());
+            let (bytes, _) = c.finish();
+            assert_eq!(
+                bytes,
+                format!("*2\r\n$3\r\nSET\r\n${n}\r\n{arg}\r\n").into_bytes()
+            );
+        }
     }
 
     /// A connection with no set-up to send (no password, database 0, no commands) opens
