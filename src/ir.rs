@@ -1194,10 +1194,11 @@ impl Principal {
 }
 
 /// Headers a layer wants on a successful reply (such as `x-ratelimit-remaining-*`), put in
-/// [`Reply::extensions`]; the surface copies them onto the response. Layers extend the map
-/// already there rather than replace it.
+/// [`Reply::extensions`]; the surface sets them on the response, a later one of a name
+/// replacing an earlier. Layers extend the list already there rather than replace it. A list,
+/// not a map: it is only ever walked once, and a map hashed every name twice.
 #[derive(Debug, Clone, Default)]
-pub struct ResponseHeaders(pub http::HeaderMap);
+pub struct ResponseHeaders(pub Vec<(http::HeaderName, http::HeaderValue)>);
 
 /// How a reply ended, handed to every settlement hook exactly once.
 #[derive(Debug, Clone)]

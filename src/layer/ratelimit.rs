@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::{BoxFuture, Either};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue};
 use tower::{Layer, Service};
 
 use crate::ir::{
@@ -137,7 +137,7 @@ pub struct Admitted {
     /// Tokens charged up front.
     pub tokens: u64,
     /// `x-ratelimit-*` headers describing the cells after the take.
-    pub headers: HeaderMap,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Limiter {
@@ -240,7 +240,7 @@ impl Limiter {
                 human(d.retry_after)
             ),
         )
-        .with_headers(headers);
+        .with_headers(headers.into_iter().collect());
         err.code = Some("rate_limit_exceeded".into());
         err.retry_after = Some(d.retry_after.max(Duration::from_millis(1)));
         Err(err)
@@ -307,19 +307,26 @@ impl Limiter {
 
 /// OpenAI's duration style for `x-ratelimit-reset-*`: `1m30s`, `6s`, `120ms`.
 fn human(d: Duration) -> String {
-    use std::fmt::Write as _;
-    let ms = d.as_millis();
+    // By hand, not `write!`: two of these are made for every admitted request.
+    fn part(out: &mut String, n: u64, unit: &str) {
+        out.push_str(itoa::Buffer::new().format(n));
+        out.push_str(unit);
+    }
     let mut out = String::with_capacity(12);
+    let ms = d.as_millis();
     if ms < 1000 {
-        let _ = write!(out, "{}ms", ms.max(1));
+        part(&mut out, ms.max(1) as u64, "ms");
         return out;
     }
     let secs = d.as_secs_f64().ceil() as u64;
-    let _ = match (secs / 3600, secs % 3600 / 60, secs % 60) {
-        (0, 0, s) => write!(out, "{s}s"),
-        (0, m, s) => write!(out, "{m}m{s}s"),
-        (h, m, s) => write!(out, "{h}h{m}m{s}s"),
-    };
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    if h > 0 {
+        part(&mut out, h, "h");
+    }
+    if h > 0 || m > 0 {
+        part(&mut out, m, "m");
+    }
+    part(&mut out, s, "s");
     out
 }
 
@@ -339,17 +346,17 @@ const HEADER_NAMES: [[HeaderName; 3]; 2] = [
     ],
 ];
 
-fn headers(rpm: Cell<'_>, tpm: Cell<'_>) -> HeaderMap {
-    let mut h = HeaderMap::with_capacity(6);
+fn headers(rpm: Cell<'_>, tpm: Cell<'_>) -> Vec<(HeaderName, HeaderValue)> {
+    let mut h = Vec::with_capacity(6);
     for (cell, [limit_name, remaining_name, reset_name]) in [rpm, tpm].into_iter().zip(HEADER_NAMES)
     {
         let Some(((_, limit), d)) = cell else {
             continue;
         };
-        h.insert(limit_name, HeaderValue::from(*limit));
-        h.insert(remaining_name, HeaderValue::from(d.remaining));
+        h.push((limit_name, HeaderValue::from(*limit)));
+        h.push((remaining_name, HeaderValue::from(d.remaining)));
         if let Ok(v) = HeaderValue::try_from(human(d.reset_after)) {
-            h.insert(reset_name, v);
+            h.push((reset_name, v));
         }
     }
     h
@@ -562,6 +569,14 @@ mod tests {
         assert_eq!(human(Duration::from_millis(120)), "120ms");
         assert_eq!(human(Duration::from_secs(6)), "6s");
         assert_eq!(human(Duration::from_millis(90_500)), "1m31s");
+        assert_eq!(human(Duration::from_secs(60)), "1m0s");
+        assert_eq!(human(Duration::from_millis(3_600_001)), "1h0m1s");
+        assert_eq!(human(Duration::ZERO), "1ms");
+    }
+
+    fn header<'a>(h: &'a [(HeaderName, HeaderValue)], name: &str) -> &'a str {
+        let found = h.iter().find(|(k, _)| k == name);
+        found.map_or("", |(_, v)| v.to_str().unwrap())
     }
 
     fn limiter(state: &SharedState, rpm: Option<u64>, tpm: Option<u64>) -> Limiter {
@@ -573,8 +588,8 @@ mod tests {
         let state: SharedState = Arc::new(MemoryState::new());
         let l = limiter(&state, Some(2), Some(1000));
         let a = l.admit(10).await.unwrap();
-        assert_eq!(a.headers["x-ratelimit-remaining-requests"], "1");
-        assert_eq!(a.headers["x-ratelimit-remaining-tokens"], "990");
+        assert_eq!(header(&a.headers, "x-ratelimit-remaining-requests"), "1");
+        assert_eq!(header(&a.headers, "x-ratelimit-remaining-tokens"), "990");
         l.admit(10).await.unwrap();
         let e = l.admit(10).await.unwrap_err();
         assert_eq!((e.kind, e.status), (ErrorKind::RateLimited, 429));
@@ -587,8 +602,8 @@ mod tests {
         assert_eq!(h["x-ratelimit-remaining-tokens"], "980");
         tokio::time::advance(Duration::from_secs(30)).await;
         let a = l.admit(0).await.unwrap();
-        assert_eq!(a.headers["x-ratelimit-remaining-requests"], "0");
-        assert_eq!(a.headers["x-ratelimit-remaining-tokens"], "1000");
+        assert_eq!(header(&a.headers, "x-ratelimit-remaining-requests"), "0");
+        assert_eq!(header(&a.headers, "x-ratelimit-remaining-tokens"), "1000");
     }
 
     async fn drain(reply: Reply, n: usize) {

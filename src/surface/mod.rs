@@ -349,7 +349,9 @@ where
             if let Some(ir::ResponseHeaders(h)) = reply.extensions.remove() {
                 let headers = resp.headers_mut();
                 headers.reserve(h.len());
-                headers.extend(h);
+                for (k, v) in h {
+                    headers.insert(k, v);
+                }
             }
             let overhead = received_at
                 .elapsed()
