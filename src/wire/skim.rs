@@ -91,6 +91,11 @@ impl<'a> Reader<'a> {
         self.s.as_bytes().get(self.i).copied()
     }
 
+    /// The first byte of the value here, without consuming it.
+    pub(crate) fn peek_byte(&self) -> Option<u8> {
+        self.peek()
+    }
+
     fn ws(&mut self) {
         let b = self.s.as_bytes();
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = b.get(self.i) {
@@ -219,6 +224,21 @@ impl<'a> Reader<'a> {
     /// Consumes a `null` if one is here.
     pub(crate) fn null(&mut self) -> bool {
         self.peek() == Some(b'n') && self.literal("null").is_some()
+    }
+
+    /// `true`, `false`, or `None` for `null`, as an `Option<bool>` field reads them.
+    pub(crate) fn opt_bool(&mut self) -> Option<Option<bool>> {
+        match self.peek()? {
+            b't' => self.literal("true").map(|()| Some(true)),
+            b'f' => self.literal("false").map(|()| Some(false)),
+            _ => self.literal("null").map(|()| None),
+        }
+    }
+
+    /// One value of any type, decoded by serde from its own bytes: exactly what serde makes
+    /// of it inside the document (the pass has checked the nesting depth on the way).
+    pub(crate) fn serde<T: serde::de::DeserializeOwned>(&mut self) -> Option<T> {
+        serde_json::from_str(self.raw()?).ok()
     }
 
     /// Reads an object, calling `f(reader, key)` for each member; `f` must consume the

@@ -626,3 +626,108 @@ proptest::proptest! {
         check_summary(&data);
     }
 }
+
+// --- requests: the skimmed fast path reads what serde reads ------------------------------------
+
+/// The fast path either declines a request body or reads it exactly as serde does: the same
+/// IR, or the same refusal of what the IR checks. It never takes what serde refuses.
+fn check_request(body: &[u8]) {
+    let Some(fast) = ChatRequestWire::skim(body) else {
+        return;
+    };
+    let slow = serde_json::from_slice::<ChatRequestWire>(body).unwrap_or_else(|e| {
+        panic!(
+            "serde refuses what the fast path read ({e}): {}",
+            String::from_utf8_lossy(body)
+        )
+    });
+    assert_eq!(
+        format!("{:?}", chat_request_from_wire(fast)),
+        format!("{:?}", chat_request_from_wire(slow)),
+        "{}",
+        String::from_utf8_lossy(body)
+    );
+}
+
+const SKIM_REQUESTS: [&str; 6] = [
+    r#"{"model":"chat-default","messages":[{"role":"user","content":"Say hello to the benchmark in one short sentence."}]}"#,
+    r#"{"model":"gpt-4o","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"caf\u00e9 \"quoted\"\n","name":"ann"}],"stream":true,"stream_options":{"include_usage":true},"max_tokens":16,"temperature":0.7,"top_p":1,"n":1,"user":"u-1","seed":42,"metadata":{"a":[1,2.5e3,null]}}"#,
+    r#"{"model":"m","messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get","arguments":"{\"a\":1}"}}]},{"role":"tool","tool_call_id":"call_1","content":"42"}],"tools":[{"type":"function","function":{"name":"get","parameters":{"type":"object"}}}],"tool_choice":"auto","parallel_tool_calls":false}"#,
+    r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}],"stop":["\n"],"response_format":{"type":"json_object"},"max_completion_tokens":9,"temperature":null,"stream":null}"#,
+    r#" { "model" : "m" , "messages" : [ { "role" : "developer" , "content" : "x" , "cache" : { } } ] , "logprobs" : false , "top_logprobs" : 0 } "#,
+    r#"{"model":"m","messages":[{"role":"user","content":"\ud83d\ude00 \/ \b\f\r\t"}],"temperature":1e-2,"top_p":0.1000000000000000055511151231257827}"#,
+];
+
+#[test]
+fn skimmed_requests_read_as_serde_reads_them() {
+    for body in SKIM_REQUESTS {
+        assert!(
+            ChatRequestWire::skim(body.as_bytes()).is_some(),
+            "declined {body}"
+        );
+        check_request(body.as_bytes());
+    }
+    // Declined, and serde decides (a member twice: serde keeps the last; the others it refuses
+    // or reads its own way).
+    for body in [
+        r#"{"model":"a","model":"b","messages":[{"role":"user","content":"x"}]}"#,
+        r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true,"stream":false}"#,
+        r#"{"model":"m","messages":[{"role":"user","role":"system","content":"x"}]}"#,
+        r#"{"model":"m","messages":[{"role":"user","content":"x","content":"y"}]}"#,
+        r#"{"model":null,"messages":[]}"#,
+        r#"{"m\u006fdel":"m","messages":[]}"#,
+        r#"{"model":"m","messages":[{"content":"x"}]}"#,
+        r#"{"model":"m","messages":[],"max_tokens":1.0}"#,
+        r#"{"model":"m","messages":[],"max_tokens":-1}"#,
+        r#"{"model":"m","messages":[],"max_tokens":4294967296}"#,
+        r#"{"model":"m","messages":[],"n":01}"#,
+        r#"{"model":"m","messages":[{"role":"user","content":"\ud800"}]}"#,
+        r#"{"model":"m","messages":{}}"#,
+        r#"{"model":"m"}"#,
+        r#"[]"#,
+        r#"{"model":"m","messages":[]} x"#,
+    ] {
+        assert!(
+            ChatRequestWire::skim(body.as_bytes()).is_none(),
+            "took {body}"
+        );
+    }
+    // Not UTF-8: declined; serde refuses it where it reads it.
+    let body = b"{\"model\":\"\xff\",\"messages\":[]}";
+    assert!(ChatRequestWire::skim(body).is_none());
+    assert!(decode_chat_request(body).is_err());
+    // What the IR refuses is refused the same way whichever path read it.
+    for body in [
+        r#"{"model":"m","messages":[]}"#,
+        r#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#,
+        r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#,
+        r#"{"model":"m","messages":[{"role":"user","content":7}]}"#,
+    ] {
+        assert!(
+            ChatRequestWire::skim(body.as_bytes()).is_some(),
+            "declined {body}"
+        );
+        check_request(body.as_bytes());
+        assert!(decode_chat_request(body.as_bytes()).is_err(), "{body}");
+    }
+}
+
+proptest::proptest! {
+    /// Any one-byte change to a request: the fast path declines, or agrees with serde.
+    #[test]
+    fn a_damaged_request_is_declined_or_read_as_serde_reads_it(
+        which in 0..SKIM_REQUESTS.len(),
+        at in 0usize..600,
+        byte in proptest::sample::select(b" \"\\{}[],:0123456789.-+eEtrufalsn\x07x\n\xc3".to_vec()),
+        op in 0u8..3,
+    ) {
+        let mut body = SKIM_REQUESTS[which].as_bytes().to_vec();
+        let at = at % (body.len() + 1);
+        match op {
+            0 if at < body.len() => body[at] = byte,
+            1 if at < body.len() => { body.remove(at); }
+            _ => body.insert(at, byte),
+        }
+        check_request(&body);
+    }
+}
