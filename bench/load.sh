@@ -3,6 +3,8 @@
 #
 #   bench/load.sh                                  # CONCURRENCY="1 16 64 256" DURATION=10s
 #   DURATION=5s CONCURRENCY="1 64" bench/load.sh
+#   ROUNDS=3 DURATION=5s bench/load.sh            # every target once per round, interleaved;
+#                                                  # medians, and ratios per round
 #
 # See bench/README.md for what is measured and what the columns mean. Everything binds to
 # 127.0.0.1; every process started here is stopped on exit; every wait is bounded.
@@ -15,6 +17,7 @@ READY_POLL_S=0.005 # the readiness poll also times switchyard's start (SY_READY_
 CONCURRENCY="${CONCURRENCY:-1 16 64 256}"
 DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-1s}"            # unmeasured oha run before each measured one ("0" to skip)
+ROUNDS="${ROUNDS:-1}"             # measured runs per target and concurrency, interleaved
 MOCK_PORT="${MOCK_PORT:-9101}"
 BARE_PORT="${BARE_PORT:-9102}"
 BARE1_PORT="${BARE1_PORT:-9104}"        # the bare proxy on one thread, like switchyard's default
@@ -27,7 +30,9 @@ REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 TTFB_REQUESTS="${TTFB_REQUESTS:-300}"   # sequential streamed requests per target for TTFB
 READY_TIMEOUT_S="${READY_TIMEOUT_S:-20}"
 RESULTS_DIR="${RESULTS_DIR:-$ROOT/bench/results}"
-CMDLINE="DURATION=$DURATION CONCURRENCY=\"$CONCURRENCY\" WARMUP=$WARMUP bench/load.sh${*:+ $*}"
+CMDLINE="ROUNDS=$ROUNDS DURATION=$DURATION CONCURRENCY=\"$CONCURRENCY\" WARMUP=$WARMUP bench/load.sh${*:+ $*}"
+[[ "$ROUNDS" == 1 ]] && CMDLINE="${CMDLINE#ROUNDS=1 }"
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive whole number"
 
 require_tools curl jq python3 cargo getconf
 RUN_TIMEOUT_S=$(( $(to_secs "$DURATION") + 60 ))
@@ -196,6 +201,7 @@ run_oha() { # run_oha DURATION TIMEOUT CONC TARGET MODE -> JSON on stdout
 
 for mode in "${MODES[@]}"; do
   for c in $CONCURRENCY; do
+   for round in $(seq 1 "$ROUNDS"); do
     for t in "${TARGETS[@]}"; do
       pid="$(pid_of "$t")"
       if [[ "$(to_secs "$WARMUP")" != 0 ]]; then
@@ -204,8 +210,8 @@ for mode in "${MODES[@]}"; do
       kill -0 "$pid" 2>/dev/null || die "$t (pid $pid) died"
       reset_hwm "$pid"
       cpu0="$(cpu_ticks "$pid")"
-      json="$WORK/run-$t-$mode-$c.json"
-      log "run $t $mode c=$c for $DURATION"
+      json="$WORK/run-$t-$mode-$c-$round.json"
+      log "run $t $mode c=$c for $DURATION (round $round of $ROUNDS)"
       run_oha "$DURATION" "$RUN_TIMEOUT_S" "$c" "$t" "$mode" >"$json" || die "oha failed for $t/$mode/c=$c"
       cpu1="$(cpu_ticks "$pid")"
       hwm="$(status_kib "$pid" VmHWM)"
@@ -216,14 +222,15 @@ for mode in "${MODES[@]}"; do
           ([.statusCodeDistribution[]] | add // 0),
           ([.statusCodeDistribution | to_entries[] | select(.key | startswith("2")) | .value] | add // 0)
         ] | map(tostring) | join(" ")' "$json")
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
         "$t" "$mode" "$c" "$rps" "$p50" "$p99" "$success" "$completed" "$ok" \
-        "$((cpu1 - cpu0))" "$CLK_TCK" "$hwm" >>"$RESULTS_TSV"
+        "$((cpu1 - cpu0))" "$CLK_TCK" "$hwm" "$round" >>"$RESULTS_TSV"
       jq -r --arg k "$t $mode c=$c" '
         (.errorDistribution // {} | to_entries[] | "\($k): error \(.key) x\(.value)"),
         (.statusCodeDistribution // {} | to_entries[] | select(.key | startswith("2") | not)
           | "\($k): HTTP \(.key) x\(.value)")' "$json" >>"$ERRORS_TXT"
     done
+   done
   done
 done
 
@@ -251,21 +258,44 @@ if [[ -n "$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock bench
   GIT_REV="$GIT_REV (dirty)"
 fi
 
-STAMP="$STAMP" CMDLINE="$CMDLINE" DURATION="$DURATION" WARMUP="$WARMUP" WARMUP_S="$(to_secs "$WARMUP")" \
+STAMP="$STAMP" CMDLINE="$CMDLINE" ROUNDS="$ROUNDS" DURATION="$DURATION" WARMUP="$WARMUP" WARMUP_S="$(to_secs "$WARMUP")" \
 MACHINE="nproc=$(nproc), kernel $(uname -r), CPU ${CPU_MODEL:-unknown}, load average before the runs: $LOAD_BEFORE" \
 VERSIONS="switchyard $GIT_REV, $(rustc --version 2>/dev/null || echo 'rustc ?'), $(oha --version 2>/dev/null | head -n1)" \
 SY_READY_MS="$SY_READY_MS" SY_IDLE_RSS_KIB="$SY_IDLE_RSS_KIB" BARE_IDLE_RSS_KIB="$BARE_IDLE_RSS_KIB" \
 python3 - "$RESULTS_TSV" "$ERRORS_TXT" "$TTFB_TSV" >"$OUT.tmp" <<'PY'
 import json, os, sys
 E = os.environ
-rows = []
+runs = {}  # (target, mode, conc) -> one row per round, in round order
 for line in open(sys.argv[1]):
-    t, mode, c, rps, p50, p99, succ, done, ok, ticks, tck, hwm = line.rstrip("\n").split("\t")
+    t, mode, c, rps, p50, p99, succ, done, ok, ticks, tck, hwm, rnd = line.rstrip("\n").split("\t")
     done = int(done)
     cpu_us = int(ticks) * 1e6 / int(tck) / done if done else float("nan")
-    rows.append(dict(t=t, mode=mode, c=int(c), rps=float(rps), p50=float(p50) * 1e3,
-                     p99=float(p99) * 1e3, succ=float(succ) * 100, done=done, ok=int(ok),
-                     cpu=cpu_us, hwm=int(hwm) / 1024))
+    runs.setdefault((t, mode, int(c)), []).append(dict(
+        t=t, mode=mode, c=int(c), rps=float(rps), p50=float(p50) * 1e3, p99=float(p99) * 1e3,
+        succ=float(succ) * 100, done=done, ok=int(ok), cpu=cpu_us, hwm=int(hwm) / 1024))
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+# Over several rounds, each figure is the median of the rounds (peak RSS: the highest;
+# requests: all of them), and a ratio is the median of the ratios within each round, where
+# both ran under the same conditions.
+rows = []
+for rs in runs.values():
+    rows.append(dict(rs[0], rps=median([r["rps"] for r in rs]), p50=median([r["p50"] for r in rs]),
+                     p99=median([r["p99"] for r in rs]), succ=min(r["succ"] for r in rs),
+                     done=sum(r["done"] for r in rs), ok=sum(r["ok"] for r in rs),
+                     cpu=median([r["cpu"] for r in rs]), hwm=max(r["hwm"] for r in rs),
+                     rounds=[r["cpu"] for r in rs]))
+
+def cpu_ratio(r, base):
+    if len(r["rounds"]) != len(base["rounds"]):
+        return r["cpu"] / base["cpu"]
+    return median([a / b for a, b in zip(r["rounds"], base["rounds"])])
+
+ROUNDS = int(E.get("ROUNDS", "1"))
 errors = [l.rstrip("\n") for l in open(sys.argv[2]) if l.strip()]
 ttfb = {}
 for line in open(sys.argv[3]):
@@ -298,35 +328,37 @@ print("Targets: **mock** = the upstream alone; **bare** = a minimal hyper pass-t
 print()
 hdr = ["target", "mode", "conc", "req/s", "p50 ms", "p99 ms", "success", "requests",
        "CPU us/req", "CPU ratio vs bare", "vs bare1", "p50 +us vs bare", "p50 +us vs mock",
-       "peak RSS MiB", "budget"]
+       "peak RSS MiB", "budget"] + (["CPU ratio vs bare, each round"] if ROUNDS > 1 else [])
 print("| " + " | ".join(hdr) + " |")
-print("|" + "|".join(["---"] * 2 + ["--:"] * (len(hdr) - 3) + [":-:"]) + "|")
+print("|" + "|".join(["---"] * 2 + ["--:"] * 12 + [":-:"] + ["--:"] * (len(hdr) - 15)) + "|")
 for r in rows:
     bare = by.get(("bare", r["mode"], r["c"]))
     bare1 = by.get(("bare1", r["mode"], r["c"]))
     mock = by.get(("mock", r["mode"], r["c"]))
     proxy = r["t"] != "mock"
     cpu = "%.1f" % r["cpu"] if proxy else "-"
-    ratio = ratio1 = dp50 = dmock = rss = budget = "-"
+    ratio = ratio1 = dp50 = dmock = rss = budget = each = "-"
     if proxy:
         rss = "%.1f" % r["hwm"]
         if bare:
-            ratio = "%.2fx" % (r["cpu"] / bare["cpu"])
+            ratio = "%.2fx" % cpu_ratio(r, bare)
+            if len(r["rounds"]) == len(bare["rounds"]) > 1:
+                each = " / ".join("%.2f" % (a / b) for a, b in zip(r["rounds"], bare["rounds"]))
             dp50 = "%+.0f" % ((r["p50"] - bare["p50"]) * 1e3)
         if bare1 and r["t"] not in ("bare", "bare1"):
-            ratio1 = "%.2fx" % (r["cpu"] / bare1["cpu"])
+            ratio1 = "%.2fx" % cpu_ratio(r, bare1)
         if mock:
             dmock = "%+.0f" % ((r["p50"] - mock["p50"]) * 1e3)
     if r["t"] in ("switchyard", "full") and bare:
         over = []
-        if r["cpu"] / bare["cpu"] > (1.5 if r["t"] == "switchyard" else 2.5): over.append("CPU")
+        if cpu_ratio(r, bare) > (1.5 if r["t"] == "switchyard" else 2.5): over.append("CPU")
         if r["c"] == 1 and (r["p50"] - bare["p50"]) * 1e3 > 50: over.append("p50")
         if r["c"] == 1 and (r["p99"] - bare["p99"]) * 1e3 > 250: over.append("p99")
         if r["succ"] < 100: over.append("errors")
         budget = "ok" if not over else "OVER: " + ", ".join(over)
     print("| %s | %s | %d | %.0f | %.3f | %.3f | %.2f%% | %d | %s | %s | %s | %s | %s | %s | %s |" % (
         r["t"], r["mode"], r["c"], r["rps"], r["p50"], r["p99"], r["succ"], r["done"],
-        cpu, ratio, ratio1, dp50, dmock, rss, budget))
+        cpu, ratio, ratio1, dp50, dmock, rss, budget) + (" %s |" % each if ROUNDS > 1 else ""))
 print()
 if ttfb:
     print("Streams, time to first byte (one keep-alive connection, %d sequential requests "
@@ -351,6 +383,11 @@ if errors:
 else:
     print("No errors and no non-2xx responses in any measured run.")
 print()
+if ROUNDS > 1:
+    print("%d rounds, interleaved: within a concurrency, every target ran once per round. Each "
+          "figure is the median of the rounds (peak RSS the highest, requests the sum); a CPU "
+          "ratio is the median of the ratios within each round." % ROUNDS)
+    print()
 print("Columns are described in bench/README.md. mode unary = model echo, small prompt; "
       "stream = model lorem, max_tokens 16, stream true (latency = until the last SSE byte). " +
       ("Each measured run of %s follows an unmeasured %s warm-up at the same concurrency."
