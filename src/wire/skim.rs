@@ -87,13 +87,9 @@ pub(crate) fn document<'a, T>(
 }
 
 impl<'a> Reader<'a> {
-    fn peek(&self) -> Option<u8> {
+    /// The byte here (the first of the next value), not consumed.
+    pub(crate) fn peek(&self) -> Option<u8> {
         self.s.as_bytes().get(self.i).copied()
-    }
-
-    /// The first byte of the value here, without consuming it.
-    pub(crate) fn peek_byte(&self) -> Option<u8> {
-        self.peek()
     }
 
     fn ws(&mut self) {
@@ -357,6 +353,22 @@ pub(crate) fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
         return None;
     }
     *slot = Some(value);
+    Some(())
+}
+
+/// Sets an optional member once, as [`once`] does, for a reader of many optional members:
+/// `seen` marks the members read so far, one bit each.
+pub(crate) fn member<T>(
+    seen: &mut u16,
+    bit: u16,
+    slot: &mut Option<T>,
+    value: Option<T>,
+) -> Option<()> {
+    if *seen & bit != 0 {
+        return None;
+    }
+    *seen |= bit;
+    *slot = value;
     Some(())
 }
 
