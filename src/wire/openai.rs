@@ -164,17 +164,21 @@ impl ChatRequestWire {
                 "response_format" => {
                     skim::member(seen, 1 << 11, &mut w.response_format, r.serde()?)
                 }
-                _ => {
-                    let v: Value = r.serde()?;
-                    w.extra.insert(k.to_owned(), v);
-                    Some(())
-                }
+                _ => extra_member(r, k, &mut w.extra),
             })
         })?;
         w.model = model?;
         w.messages = messages?;
         Some(w)
     }
+}
+
+/// A member the wire type does not model, kept in `extra` as serde keeps it (a later one of
+/// the same name replacing an earlier).
+fn extra_member(r: &mut skim::Reader<'_>, key: &str, extra: &mut Map<String, Value>) -> Option<()> {
+    let v: Value = r.serde()?;
+    extra.insert(key.to_owned(), v);
+    Some(())
 }
 
 /// An `Option<u32>` member as serde reads it: `null`, or digits that fit.
@@ -215,11 +219,7 @@ impl MessageWire {
             "name" => skim::member(seen, 1 << 1, &mut m.name, opt_string(r)?),
             "tool_call_id" => skim::member(seen, 1 << 2, &mut m.tool_call_id, opt_string(r)?),
             "tool_calls" => skim::member(seen, 1 << 3, &mut m.tool_calls, r.serde()?),
-            _ => {
-                let v: Value = r.serde()?;
-                m.extra.insert(k.to_owned(), v);
-                Some(())
-            }
+            _ => extra_member(r, k, &mut m.extra),
         })?;
         m.role = role?;
         Some(m)

@@ -604,6 +604,20 @@ fn skimmed_replies_read_as_serde_reads_them() {
     }
 }
 
+/// `doc` with one byte changed (`op` 0), removed (1) or inserted (2) near `at`.
+fn damaged(doc: &str, at: usize, byte: u8, op: u8) -> Vec<u8> {
+    let mut out = doc.as_bytes().to_vec();
+    let at = at % (out.len() + 1);
+    match op {
+        0 if at < out.len() => out[at] = byte,
+        1 if at < out.len() => {
+            out.remove(at);
+        }
+        _ => out.insert(at, byte),
+    }
+    out
+}
+
 proptest::proptest! {
     /// Any one-byte change to a chunk or a reply: the fast path declines, or agrees with serde.
     #[test]
@@ -613,13 +627,7 @@ proptest::proptest! {
         byte in proptest::sample::select(b" \"\\{}[],:0123456789.-+eEtrufalsn\x07x\n".to_vec()),
         op in 0u8..3,
     ) {
-        let mut data = SKIM_CHUNKS[which].as_bytes().to_vec();
-        let at = at % (data.len() + 1);
-        match op {
-            0 if at < data.len() => data[at] = byte,
-            1 if at < data.len() => { data.remove(at); }
-            _ => data.insert(at, byte),
-        }
+        let data = damaged(SKIM_CHUNKS[which], at, byte, op);
         if let Ok(data) = std::str::from_utf8(&data) {
             check_chunk(data);
         }
@@ -721,13 +729,7 @@ proptest::proptest! {
         byte in proptest::sample::select(b" \"\\{}[],:0123456789.-+eEtrufalsn\x07x\n\xc3".to_vec()),
         op in 0u8..3,
     ) {
-        let mut body = SKIM_REQUESTS[which].as_bytes().to_vec();
-        let at = at % (body.len() + 1);
-        match op {
-            0 if at < body.len() => body[at] = byte,
-            1 if at < body.len() => { body.remove(at); }
-            _ => body.insert(at, byte),
-        }
+        let body = damaged(SKIM_REQUESTS[which], at, byte, op);
         check_request(&body);
     }
 }
