@@ -499,13 +499,20 @@ fn target(name: &str, weight: u32, price: Option<f64>, ttfb_ms: u64) -> Target {
         tower::service_fn(|_: Attempt| async { Err::<Reply, Error>(Error::invalid("unused")) });
     let stats = Arc::new(TargetStats::default());
     stats.observe_ttfb(Duration::from_millis(ttfb_ms));
+    let price = price.map(switchyard::cost::Price::flat);
     Target {
+        served: Arc::new(switchyard::ir::ServedBy::new(
+            Arc::from(name),
+            Arc::from("gpt-4o-mini"),
+            price,
+            Arc::from("openai"),
+        )),
         provider: Arc::from(name),
         model: Arc::from("gpt-4o-mini"),
         service: tower::util::BoxCloneSyncService::new(svc),
         weight,
         tags: Arc::from([]),
-        price: price.map(switchyard::cost::Price::flat),
+        price,
         stats,
     }
 }

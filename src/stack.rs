@@ -9,7 +9,7 @@
 //! Surface (http → ir)   ir::Request{op, meta},         x-request-id header,
 //!                       ir::CallerKey                  ResponseHeaders, Error.headers
 //! Usage                 Arc<usage::Tap>                Tap, Reply (served_by, upstream_time,
-//!                                                      GenAiProvider), settlement
+//!                                                      ServedBy), settlement
 //! Auth                  meta.principal, Arc<KeyPolicy> ir::CallerKey, op.model
 //! Tap                   team in the Tap                ir::Principal
 //! RateLimit             ResponseHeaders (x-ratelimit), Principal (key rpm/tpm),
@@ -21,7 +21,7 @@
 //! Tap                   route label in the Tap         ir::Plan
 //! Retry (leaf)          ir::Attempt per target         ir::Plan
 //!   per target: AttemptTelemetry (client span, attempt metrics, circuit gauge from
-//!               TargetStats; GenAiProvider in the reply)
+//!               TargetStats)
 //!               → ProviderLimit (provider rpm/tpm; over it → RateLimited → next target)
 //!               → Breaker (publishes TargetStats) → Provider adapter
 //! ```
@@ -41,7 +41,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::Config;
 use crate::cost::Prices;
-use crate::ir::{Error, ErrorKind, Format, Target, TargetStats};
+use crate::ir::{Error, ErrorKind, Format, ServedBy, Target, TargetStats};
 use crate::layer::attempt_telemetry::AttemptTelemetryLayer;
 use crate::layer::auth::{AuthLayer, Keys};
 use crate::layer::balance::BalanceLayer;
@@ -55,7 +55,7 @@ use crate::route::{Control, RouteLayer, Routes, SharedMakeTarget, SharedRoutes};
 use crate::state::{self, SharedState};
 use crate::surface::request_id::RequestIdLayer;
 use crate::surface::{self, SurfaceLayer};
-use crate::telemetry::trace::ServerSpanLayer;
+use crate::telemetry::trace::{self, ServerSpanLayer};
 
 /// Builds the stack of one target. Everything that is per (provider, model) — breaker,
 /// provider limits, timeouts — is composed here, innermost last.
@@ -86,13 +86,21 @@ fn make_target(
             name,
         ))
         .service(provider.service());
+    let model: Arc<str> = Arc::from(model);
+    let price = prices.lookup(&model);
     Target {
+        served: Arc::new(ServedBy::new(
+            provider.name.clone(),
+            model.clone(),
+            price,
+            Arc::from(trace::gen_ai_provider(provider.kind, &provider.name)),
+        )),
         provider: provider.name.clone(),
-        model: Arc::from(model),
+        model,
         service: BoxCloneSyncService::new(service),
         weight: 1,
         tags: Arc::from([]),
-        price: prices.lookup(model),
+        price,
         stats,
     }
 }

@@ -13,7 +13,7 @@ use std::time::Instant;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use super::usage::{finish_str, watch, GenAiProvider};
+use super::usage::{finish_str, watch};
 use crate::config::ProviderKind;
 use crate::ir::{Attempt, Error, Reply, ReplyBody, Settlement, TargetStats};
 use crate::telemetry::metrics::AttemptSeries;
@@ -139,11 +139,8 @@ where
             .observe(this.started.elapsed().as_secs_f64());
         let span = this.span.take();
         Poll::Ready(match result {
-            Ok(mut reply) => {
+            Ok(reply) => {
                 l.series.ok.inc();
-                reply
-                    .extensions
-                    .insert(GenAiProvider(this.layer.gen_ai.clone()));
                 match span {
                     Some(span) => Ok(annotate(reply, span)),
                     None => Ok(reply),

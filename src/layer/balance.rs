@@ -119,13 +119,20 @@ mod tests {
     fn target(name: &str, weight: u32, price: Option<f64>) -> Target {
         let svc =
             tower::service_fn(|_: Attempt| async { Err::<Reply, Error>(Error::invalid("unused")) });
+        let price = price.map(crate::ir::Price::flat);
         Target {
+            served: Arc::new(crate::ir::ServedBy::new(
+                Arc::from(name),
+                Arc::from("m"),
+                price,
+                Arc::from(name),
+            )),
             provider: Arc::from(name),
             model: Arc::from("m"),
             service: tower::util::BoxCloneSyncService::new(svc),
             weight,
             tags: Arc::from([]),
-            price: price.map(crate::ir::Price::flat),
+            price,
             stats: Arc::new(TargetStats::default()),
         }
     }

@@ -43,9 +43,9 @@ fn usd(nano: i64) -> f64 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Windows {
     /// `YYYY-MM-DD`.
-    pub day: String,
+    pub day: Arc<str>,
     /// `YYYY-MM`.
-    pub month: String,
+    pub month: Arc<str>,
     /// Unix seconds of the next UTC midnight.
     pub day_ends: i64,
     /// Unix seconds of the first midnight of the next UTC month.
@@ -69,8 +69,8 @@ impl Windows {
         let (y, m, d) = civil(today);
         let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
         Self {
-            day: format!("{y:04}-{m:02}-{d:02}"),
-            month: format!("{y:04}-{m:02}"),
+            day: format!("{y:04}-{m:02}-{d:02}").into(),
+            month: format!("{y:04}-{m:02}").into(),
             day_ends: (today + 1) * 86_400,
             month_ends: days(ny, nm, 1) * 86_400,
             now: unix_secs,
@@ -491,8 +491,8 @@ impl SpendReport {
         json!({
             "backend": self.ledger.state.backend(),
             "backend_healthy": self.ledger.state.healthy(),
-            "day": w.day,
-            "month": w.month,
+            "day": &*w.day,
+            "month": &*w.month,
             "day_resets_at": rfc3339(w.day_ends),
             "month_resets_at": rfc3339(w.month_ends),
             "keys": keys,
@@ -517,10 +517,7 @@ mod tests {
     fn windows_and_resets() {
         // 2024-02-29T23:59:59Z: a leap day, the last second of its day and month.
         let w = Windows::at(1_709_251_199);
-        assert_eq!(
-            (w.day.as_str(), w.month.as_str()),
-            ("2024-02-29", "2024-02")
-        );
+        assert_eq!((&*w.day, &*w.month), ("2024-02-29", "2024-02"));
         assert_eq!(rfc3339(w.day_ends), "2024-03-01T00:00:00Z");
         assert_eq!(rfc3339(w.month_ends), "2024-03-01T00:00:00Z");
         assert_eq!(w.until(w.day_ends), Duration::from_secs(1));
@@ -582,11 +579,12 @@ mod tests {
     }
 
     fn served_at(mut r: Reply, price: Option<Price>) -> Reply {
-        r.served_by = Some(ServedBy {
-            provider: Arc::from("p"),
-            model: Arc::from("m"),
+        r.served_by = Some(Arc::new(ServedBy::new(
+            Arc::from("p"),
+            Arc::from("m"),
             price,
-        });
+            Arc::from("p"),
+        )));
         r
     }
 

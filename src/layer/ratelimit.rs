@@ -237,7 +237,7 @@ impl Limiter {
             format!(
                 "Rate limit reached for {} on {what} per minute: limit {limit}. Please try again in {}.",
                 self.subject,
-                human(d.retry_after)
+                human(d.retry_after).as_str()
             ),
         )
         .with_headers(headers.into_iter().collect());
@@ -306,28 +306,54 @@ impl Limiter {
 }
 
 /// OpenAI's duration style for `x-ratelimit-reset-*`: `1m30s`, `6s`, `120ms`.
-fn human(d: Duration) -> String {
-    // By hand, not `write!`: two of these are made for every admitted request.
-    fn part(out: &mut String, n: u64, unit: &str) {
-        out.push_str(itoa::Buffer::new().format(n));
-        out.push_str(unit);
-    }
-    let mut out = String::with_capacity(12);
+fn human(d: Duration) -> Human {
+    // By hand into a stack buffer, not `write!` into a `String`: two of these are made for
+    // every admitted request, and a header value made from a `String` allocates twice.
+    let mut out = Human {
+        buf: [0; Human::CAP],
+        len: 0,
+    };
     let ms = d.as_millis();
     if ms < 1000 {
-        part(&mut out, ms.max(1) as u64, "ms");
+        out.part(ms.max(1) as u64, b"ms");
         return out;
     }
     let secs = d.as_secs_f64().ceil() as u64;
     let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
     if h > 0 {
-        part(&mut out, h, "h");
+        out.part(h, b"h");
     }
     if h > 0 || m > 0 {
-        part(&mut out, m, "m");
+        out.part(m, b"m");
     }
-    part(&mut out, s, "s");
+    out.part(s, b"s");
     out
+}
+
+/// A [`human`] duration: ASCII digits and unit letters.
+struct Human {
+    buf: [u8; Human::CAP],
+    len: usize,
+}
+
+impl Human {
+    /// The longest is `{u64::MAX / 3600}h59m59s`: 23 bytes.
+    const CAP: usize = 32;
+
+    fn part(&mut self, n: u64, unit: &[u8]) {
+        for b in itoa::Buffer::new().format(n).as_bytes().iter().chain(unit) {
+            self.buf[self.len] = *b;
+            self.len += 1;
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+
+    fn header(&self) -> Option<HeaderValue> {
+        HeaderValue::from_bytes(&self.buf[..self.len]).ok()
+    }
 }
 
 type Cell<'a> = Option<(&'a (String, u64), Decision)>;
@@ -353,9 +379,9 @@ fn headers(rpm: Cell<'_>, tpm: Cell<'_>) -> Vec<(HeaderName, HeaderValue)> {
         let Some(((_, limit), d)) = cell else {
             continue;
         };
-        h.push((limit_name, HeaderValue::from(*limit)));
-        h.push((remaining_name, HeaderValue::from(d.remaining)));
-        if let Ok(v) = HeaderValue::try_from(human(d.reset_after)) {
+        h.push((limit_name, crate::ir::decimal_header(*limit)));
+        h.push((remaining_name, crate::ir::decimal_header(d.remaining)));
+        if let Some(v) = human(d.reset_after).header() {
             h.push((reset_name, v));
         }
     }
@@ -539,7 +565,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::{ChatRequest, Format, Message, Meta, Role, StreamEvent};
+    use crate::ir::{ChatRequest, Format, Message, Meta, Role, ServedBy, StreamEvent};
     use crate::state::memory::MemoryState;
     use futures_util::StreamExt;
     use tower::ServiceExt;
@@ -566,12 +592,17 @@ mod tests {
 
     #[test]
     fn reset_durations_read_like_openai() {
-        assert_eq!(human(Duration::from_millis(120)), "120ms");
-        assert_eq!(human(Duration::from_secs(6)), "6s");
-        assert_eq!(human(Duration::from_millis(90_500)), "1m31s");
-        assert_eq!(human(Duration::from_secs(60)), "1m0s");
-        assert_eq!(human(Duration::from_millis(3_600_001)), "1h0m1s");
-        assert_eq!(human(Duration::ZERO), "1ms");
+        assert_eq!(human(Duration::from_millis(120)).as_str(), "120ms");
+        assert_eq!(human(Duration::from_secs(6)).as_str(), "6s");
+        assert_eq!(human(Duration::from_millis(90_500)).as_str(), "1m31s");
+        assert_eq!(human(Duration::from_secs(60)).as_str(), "1m0s");
+        assert_eq!(human(Duration::from_millis(3_600_001)).as_str(), "1h0m1s");
+        assert_eq!(human(Duration::ZERO).as_str(), "1ms");
+        assert_eq!(human(Duration::MAX).as_str(), "5124095576030431h0m15s");
+        assert_eq!(
+            human(Duration::from_secs(90)).header(),
+            Some(HeaderValue::from_static("1m30s"))
+        );
     }
 
     fn header<'a>(h: &'a [(HeaderName, HeaderValue)], name: &str) -> &'a str {
@@ -698,7 +729,12 @@ mod tests {
                 meta: Meta::new(Arc::from("r"), Format::OpenAi),
             }),
             model: Arc::from("m"),
-            price: None,
+            served: Arc::new(ServedBy::new(
+                Arc::from("primary"),
+                Arc::from("m"),
+                None,
+                Arc::from("openai"),
+            )),
             number: 1,
             trace_headers: Vec::new(),
         };

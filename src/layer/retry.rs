@@ -279,7 +279,7 @@ impl Attempts {
         let attempt = Attempt {
             request: self.request.clone(),
             model: target.model.clone(),
-            price: target.price,
+            served: target.served.clone(),
             number: self.attempts,
             trace_headers: Vec::new(),
         };
@@ -362,7 +362,7 @@ impl Attempts {
         Attempt {
             request: self.request.clone(),
             model: target.model.clone(),
-            price: target.price,
+            served: target.served.clone(),
             number: self.attempts,
             trace_headers: Vec::new(),
         }

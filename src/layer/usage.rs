@@ -40,11 +40,6 @@ pub struct Tap {
     key: OnceLock<Arc<str>>,
 }
 
-/// `gen_ai.provider.name` of the target that served a reply; put in `Reply::extensions` by the
-/// per-attempt layer.
-#[derive(Debug, Clone)]
-pub struct GenAiProvider(pub Arc<str>);
-
 /// Records the route label and the principal into the request's [`Tap`]. Sits just above
 /// retry, where every earlier layer has put what it decided into the extensions.
 #[derive(Clone)]
@@ -361,7 +356,7 @@ impl Recorder {
         );
         let served = reply.served_by.clone();
         let attempts = reply.attempts;
-        let gen_ai = reply.extensions.get::<GenAiProvider>().map(|g| g.0.clone());
+        let gen_ai = served.as_ref().map(|s| s.gen_ai_provider.clone());
         let watch_stream = self.span.is_some() || self.log_content;
         let mut seen = None;
         let mut json: Option<(String, Vec<&'static str>, Option<String>)> = None;

@@ -16,7 +16,7 @@ use http::{HeaderName, HeaderValue, Uri};
 use http_body_util::Full;
 
 use crate::config::{BreakerConfig, ProviderConfig, ProviderKind};
-use crate::ir::{Attempt, Error, ErrorKind, Reply, ReplyBody, ServedBy};
+use crate::ir::{Attempt, Error, ErrorKind, Reply, ReplyBody};
 use crate::wire;
 
 mod anthropic;
@@ -297,11 +297,7 @@ impl Provider {
         }
         .map_err(|e| e.with_provider(self.name.clone()))?;
         let mut reply = Reply::local(body);
-        reply.served_by = Some(ServedBy {
-            provider: self.name.clone(),
-            model: attempt.model.clone(),
-            price: attempt.price,
-        });
+        reply.served_by = Some(attempt.served.clone());
         reply.attempts = 1;
         reply.upstream_time = started.elapsed();
         Ok(reply)

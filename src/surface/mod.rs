@@ -274,7 +274,7 @@ where
         }
     };
     let op = match &ep {
-        Endpoint::OpenAiChat => openai::decode_chat(&bytes),
+        Endpoint::OpenAiChat => openai::decode_chat(bytes),
         Endpoint::OpenAiEmbeddings => openai::decode_embeddings(&bytes),
         Endpoint::AnthropicMessages => anthropic::decode_messages(&bytes),
         Endpoint::AnthropicCountTokens => anthropic::decode_count_tokens(&bytes),
@@ -358,7 +358,7 @@ where
                 .saturating_sub(reply.upstream_time)
                 .as_micros();
             resp.headers_mut()
-                .insert(OVERHEAD_US, HeaderValue::from(overhead as u64));
+                .insert(OVERHEAD_US, ir::decimal_header(overhead as u64));
             resp
         }
     }
@@ -384,16 +384,17 @@ fn caller_key(headers: &http::HeaderMap) -> Option<ir::CallerKey> {
 
 fn add_reply_headers(
     resp: &mut http::Response<Body>,
-    served_by: &Option<ir::ServedBy>,
+    served_by: &Option<Arc<ir::ServedBy>>,
     attempts: u32,
 ) {
     if let Some(s) = served_by {
         let h = resp.headers_mut();
-        if let Ok(v) = HeaderValue::from_str(&s.provider) {
-            h.insert(PROVIDER, v);
+        let [provider, model] = &s.headers;
+        if let Some(v) = provider {
+            h.insert(PROVIDER, v.clone());
         }
-        if let Ok(v) = HeaderValue::from_str(&s.model) {
-            h.insert(MODEL, v);
+        if let Some(v) = model {
+            h.insert(MODEL, v.clone());
         }
         // Attempts are few: their values are static (no allocation per reply).
         const COUNTS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];

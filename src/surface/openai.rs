@@ -7,9 +7,10 @@ use crate::wire::openai as wire;
 
 use super::{json_response, sse_response, Body};
 
-/// Decodes `POST /v1/chat/completions`.
-pub(super) fn decode_chat(body: &[u8]) -> Result<Operation, Error> {
-    wire::decode_chat_request(body).map(|c| Operation::Chat(Box::new(c)))
+/// Decodes `POST /v1/chat/completions`. The body is kept with the request for an upstream
+/// that speaks this format ([`crate::ir::ChatRequest::raw`]).
+pub(super) fn decode_chat(body: bytes::Bytes) -> Result<Operation, Error> {
+    wire::decode_chat_request_raw(body).map(|c| Operation::Chat(Box::new(c)))
 }
 
 /// Decodes `POST /v1/embeddings`.

@@ -124,6 +124,11 @@ impl ChatRequestWire {
     /// request's decode (the bench's: 4.2k → 2.9k instructions): serde's visitor matched every
     /// key through its field machinery and built each string as a `Value` first.
     fn skim(body: &[u8]) -> Option<Self> {
+        Self::skim_with_model_at(body).map(|(w, _)| w)
+    }
+
+    /// [`ChatRequestWire::skim`], and where the model's string is in the body.
+    fn skim_with_model_at(body: &[u8]) -> Option<(Self, std::ops::Range<usize>)> {
         let body = std::str::from_utf8(body).ok()?;
         let mut w = ChatRequestWire {
             model: String::new(),
@@ -146,7 +151,7 @@ impl ChatRequestWire {
         let seen = &mut 0u16;
         skim::document(body, |r| {
             r.object(|r, k| match k {
-                "model" => skim::once(&mut model, r.str()?.into_owned()),
+                "model" => skim::once(&mut model, r.str_at()?),
                 "messages" => skim::once(&mut messages, r.list(MessageWire::skim)?),
                 "stream" => skim::member(seen, 1, &mut w.stream, r.opt_bool()?),
                 "max_tokens" => skim::member(seen, 1 << 1, &mut w.max_tokens, opt_uint(r)?),
@@ -167,9 +172,10 @@ impl ChatRequestWire {
                 _ => extra_member(r, k, &mut w.extra),
             })
         })?;
-        w.model = model?;
+        let (model, model_at) = model?;
+        w.model = model.into_owned();
         w.messages = messages?;
-        Some(w)
+        Some((w, model_at))
     }
 }
 
@@ -334,6 +340,29 @@ pub fn decode_chat_request(body: &[u8]) -> Result<ChatRequest, Error> {
         }
     };
     chat_request_from_wire(wire)
+}
+
+/// [`decode_chat_request`], keeping the body for an upstream of the same format
+/// ([`ChatRequest::raw`]) when the skim read it and an OpenAI upstream may be sent it as it
+/// came: everything but the model name is forwarded in the caller's bytes, without writing
+/// the request again from the IR. A `stream_options` on a request that does not stream is
+/// dropped on the way (OpenAI refuses it), so such a body is written from the IR.
+pub fn decode_chat_request_raw(body: bytes::Bytes) -> Result<ChatRequest, Error> {
+    let Some((wire, model_at)) = ChatRequestWire::skim_with_model_at(&body) else {
+        return decode_chat_request(&body);
+    };
+    let keep = wire.stream_options.is_none() || wire.stream == Some(true);
+    let max_tokens_named =
+        wire.max_tokens.is_some() && !wire.extra.contains_key("max_completion_tokens");
+    let mut req = chat_request_from_wire(wire)?;
+    if keep {
+        req.raw = Some(ir::RawChat {
+            body,
+            model_at,
+            max_tokens_named,
+        });
+    }
+    Ok(req)
 }
 
 /// The IR of a parsed Chat Completions request, checked.
@@ -584,8 +613,27 @@ pub struct RequestOptions {
 /// Encodes a chat request for an OpenAI-format upstream serving `model`. Written straight from
 /// the IR by borrowing serializers (no intermediate `Value` tree): this runs on every request.
 pub fn encode_chat_request(req: &ChatRequest, model: &str, opts: RequestOptions) -> Vec<u8> {
+    if let Some(raw) = &req.raw {
+        // The caller's bytes, unless this upstream wants something written differently: the
+        // usage chunk asked for on a stream, or `max_tokens` under its newer name.
+        let asks_usage = req.stream && opts.stream_usage && !req.include_usage;
+        let renames_cap = opts.max_completion_tokens && raw.max_tokens_named;
+        if !(asks_usage || renames_cap) {
+            return splice_model(raw, model);
+        }
+    }
     let mut out = Vec::with_capacity(256 + req.messages.len() * 64);
     let _ = serde_json::to_writer(&mut out, &RequestOut { req, model, opts });
+    out
+}
+
+/// The caller's body with `model` in place of the model it named.
+fn splice_model(raw: &ir::RawChat, model: &str) -> Vec<u8> {
+    let (body, at) = (&raw.body[..], raw.model_at.clone());
+    let mut out = Vec::with_capacity(body.len() - at.len() + model.len() + 2);
+    out.extend_from_slice(&body[..at.start]);
+    let _ = serde_json::to_writer(&mut out, model);
+    out.extend_from_slice(&body[at.end..]);
     out
 }
 

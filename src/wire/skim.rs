@@ -317,6 +317,19 @@ impl<'a> Reader<'a> {
         Some(Cow::Borrowed(&self.s[start..end]))
     }
 
+    /// A string, as [`Reader::str`] reads it, and where its token (quotes included) is in the
+    /// document.
+    pub(crate) fn str_at(&mut self) -> Option<(Cow<'a, str>, std::ops::Range<usize>)> {
+        let at = self.i;
+        let s = self.str()?;
+        // `str` consumed the whitespace after the closing quote too.
+        let end = at
+            + self.s[at..self.i]
+                .trim_end_matches([' ', '\t', '\n', '\r'])
+                .len();
+        Some((s, at..end))
+    }
+
     /// A string, or `None` for `null`, as an `Option<String>` field reads it.
     pub(crate) fn opt_str(&mut self) -> Option<Option<Cow<'a, str>>> {
         if self.null() {

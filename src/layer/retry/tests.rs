@@ -22,10 +22,8 @@ fn target(
         delay,
     };
     let provider: Arc<str> = Arc::from(name);
-    let p = provider.clone();
     let svc = tower::service_fn(move |a: Attempt| {
         let s = script.clone();
-        let p = p.clone();
         async move {
             let n = s.calls.fetch_add(1, Ordering::SeqCst) as usize;
             tokio::time::sleep(s.delay).await;
@@ -37,16 +35,18 @@ fn target(
                 .unwrap_or(Ok(()));
             outcome.map(|()| {
                 let mut r = Reply::local(ReplyBody::TokenCount(1));
-                r.served_by = Some(ServedBy {
-                    provider: p.clone(),
-                    model: a.model.clone(),
-                    price: a.price,
-                });
+                r.served_by = Some(a.served.clone());
                 r
             })
         }
     });
     let t = Target {
+        served: Arc::new(ServedBy::new(
+            provider.clone(),
+            Arc::from("m"),
+            None,
+            provider.clone(),
+        )),
         provider,
         model: Arc::from("m"),
         service: tower::util::BoxCloneSyncService::new(svc),

@@ -655,6 +655,115 @@ fn check_request(body: &[u8]) {
         "{}",
         String::from_utf8_lossy(body)
     );
+    // What it read, it can forward: the caller's bytes with another model read as the caller's
+    // document with that model.
+    let (_, at) = ChatRequestWire::skim_with_model_at(body).unwrap();
+    let raw = ir::RawChat {
+        body: bytes::Bytes::copy_from_slice(body),
+        model_at: at,
+        max_tokens_named: false,
+    };
+    let out = splice_model(&raw, "up/stream \"1\"");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out).unwrap(),
+        with_model(body, "up/stream \"1\""),
+        "{}",
+        String::from_utf8_lossy(body)
+    );
+}
+
+/// `body` as a JSON value, its model replaced.
+fn with_model(body: &[u8], model: &str) -> Value {
+    let mut v: Value = serde_json::from_slice(body).unwrap();
+    v["model"] = json!(model);
+    v
+}
+
+const COMPATIBLE: RequestOptions = RequestOptions {
+    max_completion_tokens: false,
+    stream_usage: true,
+};
+
+#[test]
+fn a_same_format_upstream_is_sent_the_callers_bytes_with_its_model() {
+    let escaped = r#"{"model":"m\u0031","messages":[{"role":"user","content":"hi"}],"seed":1}"#;
+    for body in SKIM_REQUESTS.iter().chain([&escaped]) {
+        let r = decode_chat_request_raw(bytes::Bytes::copy_from_slice(body.as_bytes())).unwrap();
+        // The IR is the one the body makes anyway; only the bytes come along.
+        let ir_only = decode_chat_request(body.as_bytes()).unwrap();
+        assert_eq!(
+            format!(
+                "{:?}",
+                ChatRequest {
+                    raw: None,
+                    ..r.clone()
+                }
+            ),
+            format!("{ir_only:?}")
+        );
+        let at = r.raw.as_ref().expect("kept").model_at.clone();
+        assert_eq!(
+            serde_json::from_str::<String>(&body[at.clone()]).unwrap(),
+            r.model
+        );
+        for model in ["echo", "caf\u{e9}/\"q\"\n", ""] {
+            let out = String::from_utf8(encode_chat_request(&r, model, COMPATIBLE)).unwrap();
+            assert!(out.starts_with(&body[..at.start]), "{out}");
+            assert!(out.ends_with(&body[at.end..]), "{out}");
+            assert_eq!(
+                serde_json::from_str::<Value>(&out).unwrap(),
+                with_model(body.as_bytes(), model)
+            );
+        }
+    }
+}
+
+#[test]
+fn the_callers_bytes_are_rewritten_where_the_upstream_needs_it() {
+    let raw = |body: &str| decode_chat_request_raw(bytes::Bytes::copy_from_slice(body.as_bytes()));
+    let encode = |r: &ChatRequest, opts| -> Value {
+        serde_json::from_slice(&encode_chat_request(r, "up", opts)).unwrap()
+    };
+    // A stream whose caller did not ask for usage: the upstream is asked all the same.
+    let r =
+        raw(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#).unwrap();
+    assert_eq!(
+        encode(&r, COMPATIBLE)["stream_options"]["include_usage"],
+        true
+    );
+    let no_usage = RequestOptions {
+        stream_usage: false,
+        ..COMPATIBLE
+    };
+    assert_eq!(encode(&r, no_usage).get("stream_options"), None);
+    // `max_tokens` for OpenAI itself is renamed; a caller that used the new name keeps it.
+    let openai = RequestOptions {
+        max_completion_tokens: true,
+        ..COMPATIBLE
+    };
+    let r =
+        raw(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":9}"#).unwrap();
+    let out = encode(&r, openai);
+    assert_eq!(
+        (out["max_completion_tokens"].clone(), out.get("max_tokens")),
+        (json!(9), None)
+    );
+    assert_eq!(encode(&r, COMPATIBLE)["max_tokens"], 9);
+    let body =
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_completion_tokens":9}"#;
+    let out = encode(&raw(body).unwrap(), openai);
+    assert_eq!(out, with_model(body.as_bytes(), "up"));
+    // `stream_options` without a stream is left out (OpenAI refuses it): the IR writes it.
+    let r = raw(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream_options":{"include_usage":true}}"#).unwrap();
+    assert!(r.raw.is_none());
+    assert_eq!(encode(&r, COMPATIBLE).get("stream_options"), None);
+    // A body the skim declines is decoded by serde, and written from the IR.
+    let r =
+        raw(r#"{"model":"a","model":"m","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+    assert!(r.raw.is_none());
+    assert_eq!(encode(&r, COMPATIBLE)["model"], "up");
+    // What the IR refuses, it refuses here too.
+    assert!(raw(r#"{"model":"m","messages":[]}"#).is_err());
 }
 
 const SKIM_REQUESTS: [&str; 6] = [
