@@ -71,10 +71,25 @@ pub struct Meta {
     pub principal: Option<Principal>,
     /// The targets to try: set by the route layer, reordered by balance, taken by retry.
     pub plan: Option<Plan>,
+    /// What the layers below the usage layer decide, reported back up to it: set by the
+    /// usage layer, filled by the tap layers.
+    pub tap: Option<Arc<Tap>>,
     /// Other values layers attach for later layers. Each layer documents what it inserts
-    /// and what it consumes in `stack.rs`. (Principal and plan, set for every request, are
-    /// fields: an extension costs a boxed value and a map.)
+    /// and what it consumes in `stack.rs`. (Principal, plan and tap, set for every request,
+    /// are fields: the first extension of a request costs three allocations.)
     pub extensions: http::Extensions,
+}
+
+/// What layers below the usage layer decided about a request, for its metrics and log line:
+/// the usage layer keeps one handle and the request carries the other down the stack.
+#[derive(Debug, Default)]
+pub struct Tap {
+    /// The route label (a configured route, or `direct`).
+    pub route: std::sync::OnceLock<Arc<str>>,
+    /// The caller's team.
+    pub team: std::sync::OnceLock<Arc<str>>,
+    /// The caller's key name.
+    pub key: std::sync::OnceLock<Arc<str>>,
 }
 
 impl Meta {
@@ -86,6 +101,7 @@ impl Meta {
             received_at: Instant::now(),
             principal: None,
             plan: None,
+            tap: None,
             extensions: http::Extensions::new(),
         }
     }

@@ -8,8 +8,8 @@
 //! ServerSpan            the request's span (current)   traceparent, tracestate headers
 //! Surface (http → ir)   ir::Request{op, meta},         x-request-id header,
 //!                       ir::CallerKey                  ResponseHeaders, Error.headers
-//! Usage                 Arc<usage::Tap>                Tap, Reply (served_by, upstream_time,
-//!                                                      ServedBy), settlement
+//! Usage                 meta.tap (ir::Tap)             meta.tap, Reply (served_by,
+//!                                                      upstream_time), settlement
 //! Auth                  meta.principal, Arc<KeyPolicy> ir::CallerKey, op.model
 //! Tap                   team in the Tap                ir::Principal
 //! RateLimit             ResponseHeaders (x-ratelimit), Principal (key rpm/tpm),

@@ -9,7 +9,7 @@
 //! (then counted with status 499).
 
 use std::pin::Pin;
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
@@ -19,7 +19,7 @@ use tower::{Layer, Service};
 
 use crate::ir::{
     Error, ErrorKind, EventStream, FinishReason, Operation, Price, Reply, ReplyBody, Request, Role,
-    Settlement, StreamEvent, Usage,
+    Settlement, StreamEvent, Tap, Usage,
 };
 use crate::route::SharedRoutes;
 use crate::telemetry::logs;
@@ -30,15 +30,6 @@ static UNKNOWN: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(metrics::UNKNOWN
 static NONE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(metrics::NONE));
 static DEFAULT_TEAM: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(metrics::DEFAULT_TEAM));
 static DIRECT: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("direct"));
-
-/// What layers below the usage layer decided, for its metrics and log line. Inserted (as
-/// `Arc<Tap>`) by [`UsageLayer`], filled by [`TapLayer`].
-#[derive(Debug, Default)]
-pub struct Tap {
-    route: OnceLock<Arc<str>>,
-    team: OnceLock<Arc<str>>,
-    key: OnceLock<Arc<str>>,
-}
 
 /// Records the route label and the principal into the request's [`Tap`]. Sits just above
 /// retry, where every earlier layer has put what it decided into the extensions.
@@ -81,7 +72,7 @@ impl<S: Service<Request>> Service<Request> for TapService<S> {
     }
 
     fn call(&mut self, req: Request) -> S::Future {
-        if let Some(tap) = req.meta.extensions.get::<Arc<Tap>>() {
+        if let Some(tap) = &req.meta.tap {
             if let Some(plan) = &req.meta.plan {
                 // Route names from config and the models providers list are bounded; any other
                 // name a caller typed (`openai/whatever`, a glob match) is labelled `direct`,
@@ -148,7 +139,7 @@ where
 
     fn call(&mut self, mut req: Request) -> Self::Future {
         let tap = Arc::new(Tap::default());
-        req.meta.extensions.insert(tap.clone());
+        req.meta.tap = Some(tap.clone());
         let op = req.op.name();
         // The server span, taken from the request: attempts below need only its context.
         let span = req.meta.extensions.remove::<ServerSpanRef>();
@@ -681,7 +672,7 @@ mod tests {
     fn route_labels_are_bounded_by_the_routing_table() {
         let tap = Arc::new(Tap::default());
         let mut req = request("x");
-        req.meta.extensions.insert(tap.clone());
+        req.meta.tap = Some(tap.clone());
         req.meta.plan = Some(Plan {
             route: Arc::from("mock/some-model-a-caller-made-up"),
             targets: Vec::new().into(),
