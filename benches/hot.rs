@@ -507,12 +507,9 @@ fn target(name: &str, weight: u32, price: Option<f64>, ttfb_ms: u64) -> Target {
             price,
             Arc::from("openai"),
         )),
-        provider: Arc::from(name),
-        model: Arc::from("gpt-4o-mini"),
         service: tower::util::BoxCloneSyncService::new(svc),
         weight,
         tags: Arc::from([]),
-        price,
         stats,
     }
 }
@@ -558,7 +555,9 @@ fn route(c: &mut Criterion) {
         .stats
         .set_open_until(std::time::Instant::now() + Duration::from_secs(3600));
     assert_eq!(
-        &*balance::order(Strategy::Fallback, &open, &mut rng)[0].provider,
+        &*balance::order(Strategy::Fallback, &open, &mut rng)[0]
+            .served
+            .provider,
         "secondary"
     );
     g.bench_function("order3/fallback_first_open", |b| {

@@ -677,15 +677,17 @@ impl Price {
     }
 }
 
-/// The target that served a reply. Made once per target when the config is loaded, and
-/// shared by every reply it serves: a reply carries one pointer, not the strings.
+/// A target's provider, model and price: made once per target when the config is loaded,
+/// and shared by its attempts and by every reply it serves (a reply carries one pointer, not
+/// the strings).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServedBy {
     /// Provider name from config.
     pub provider: Arc<str>,
     /// Upstream model name.
     pub model: Arc<str>,
-    /// The model's price in the config generation that built the target, when priced.
+    /// The model's price in the config generation that built the target, when priced: what
+    /// its replies cost, and the `cheapest` strategy's order.
     pub price: Option<Price>,
     /// `gen_ai.provider.name` of the target (OpenTelemetry GenAI conventions).
     pub gen_ai_provider: Arc<str>,
@@ -904,9 +906,7 @@ impl std::error::Error for Error {}
 pub struct Attempt {
     /// The caller's request.
     pub request: Arc<Request>,
-    /// The model name the upstream knows.
-    pub model: Arc<str>,
-    /// The target, as its replies name it (priced by [`ServedBy::price`]).
+    /// The target: provider, the model name the upstream knows, price.
     pub served: Arc<ServedBy>,
     /// 1 for the first attempt of a request, 2 for the next, ...
     pub number: u32,
@@ -922,21 +922,14 @@ pub type TargetService = tower::util::BoxCloneSyncService<Attempt, Reply, Error>
 /// A place a request can be sent: a provider and the model name it knows.
 #[derive(Clone)]
 pub struct Target {
-    /// Provider name from config.
-    pub provider: Arc<str>,
-    /// Upstream model name.
-    pub model: Arc<str>,
+    /// Provider, upstream model and price: what its replies say served them.
+    pub served: Arc<ServedBy>,
     /// The per-target stack.
     pub service: TargetService,
     /// Relative share for the `weighted` strategy.
     pub weight: u32,
     /// Labels a request can require (`zero-data-retention`, `eu`, ...).
     pub tags: Arc<[Arc<str>]>,
-    /// The model's price, when priced: what its replies cost, and the `cheapest` strategy's
-    /// order.
-    pub price: Option<Price>,
-    /// What its replies say served them.
-    pub served: Arc<ServedBy>,
     /// Live health and latency, shared by every route that names this target.
     pub stats: Arc<TargetStats>,
 }
@@ -944,7 +937,7 @@ pub struct Target {
 impl Target {
     /// `provider/model`.
     pub fn name(&self) -> String {
-        format!("{}/{}", self.provider, self.model)
+        format!("{}/{}", self.served.provider, self.served.model)
     }
 
     /// Whether the target may take new requests (breaker not open, provider not drained).
@@ -955,7 +948,7 @@ impl Target {
 
 impl fmt::Debug for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.provider, self.model)
+        write!(f, "{}/{}", self.served.provider, self.served.model)
     }
 }
 

@@ -191,7 +191,7 @@ impl Routes {
         }
         let drained = control.drained();
         for t in direct.values() {
-            t.stats.set_drained(drained.contains(&*t.provider));
+            t.stats.set_drained(drained.contains(&*t.served.provider));
         }
         Self {
             routes,
@@ -341,7 +341,7 @@ impl Routes {
         }
         self.control.set_drained(provider, on);
         for t in self.targets() {
-            if &*t.provider == provider {
+            if &*t.served.provider == provider {
                 t.stats.set_drained(on);
             }
         }

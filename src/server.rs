@@ -660,7 +660,7 @@ fn providers_json(routes: &crate::route::Routes) -> serde_json::Value {
         .map(|p| {
             let ts: Vec<serde_json::Value> = targets
                 .iter()
-                .filter(|t| t.provider == p.name)
+                .filter(|t| t.served.provider == p.name)
                 .map(|t| {
                     serde_json::json!({
                         "target": t.name(),

@@ -67,14 +67,15 @@ fn make_target(
 ) -> Target {
     let stats = Arc::new(TargetStats::default());
     let name: Arc<str> = Arc::from(format!("{}/{model}", provider.name));
+    let served = Arc::new(ServedBy::new(
+        provider.name.clone(),
+        Arc::from(model),
+        prices.lookup(model),
+        Arc::from(trace::gen_ai_provider(provider.kind, &provider.name)),
+    ));
     let service = ServiceBuilder::new()
         // Outermost: every attempt is counted and spanned, a limit or breaker refusal included.
-        .layer(AttemptTelemetryLayer::new(
-            provider.name.clone(),
-            provider.kind,
-            Arc::from(model),
-            stats.clone(),
-        ))
+        .layer(AttemptTelemetryLayer::new(served.clone(), stats.clone()))
         // The provider account's own rpm/tpm, shared by all its targets: over it, the attempt
         // moves to the next target instead of collecting the provider's 429. Above the
         // breaker, so our own refusals never trip it and a tripped target is not charged.
@@ -86,21 +87,11 @@ fn make_target(
             name,
         ))
         .service(provider.service());
-    let model: Arc<str> = Arc::from(model);
-    let price = prices.lookup(&model);
     Target {
-        served: Arc::new(ServedBy::new(
-            provider.name.clone(),
-            model.clone(),
-            price,
-            Arc::from(trace::gen_ai_provider(provider.kind, &provider.name)),
-        )),
-        provider: provider.name.clone(),
-        model,
+        served,
         service: BoxCloneSyncService::new(service),
         weight: 1,
         tags: Arc::from([]),
-        price,
         stats,
     }
 }

@@ -14,34 +14,25 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::usage::{finish_str, watch};
-use crate::config::ProviderKind;
-use crate::ir::{Attempt, Error, Reply, ReplyBody, Settlement, TargetStats};
+use crate::ir::{Attempt, Error, Reply, ReplyBody, ServedBy, Settlement, TargetStats};
 use crate::telemetry::metrics::AttemptSeries;
 use crate::telemetry::trace::{self, int, KeyValue, Recording};
 
 /// Telemetry of the attempts to one target.
 #[derive(Clone)]
 pub struct AttemptTelemetryLayer {
-    gen_ai: Arc<str>,
-    model: Arc<str>,
+    target: Arc<ServedBy>,
     series: AttemptSeries,
     stats: Arc<TargetStats>,
 }
 
 impl AttemptTelemetryLayer {
-    /// The layer of the target (`provider`, of `kind`) and upstream `model`, whose breaker
-    /// publishes into `stats`.
-    pub fn new(
-        provider: Arc<str>,
-        kind: ProviderKind,
-        model: Arc<str>,
-        stats: Arc<TargetStats>,
-    ) -> Self {
-        let series = AttemptSeries::new(provider.clone(), &model);
+    /// The layer of `target`, whose breaker publishes into `stats`.
+    pub fn new(target: Arc<ServedBy>, stats: Arc<TargetStats>) -> Self {
+        let series = AttemptSeries::new(target.provider.clone(), &target.model);
         series.circuit(stats.circuit());
         Self {
-            gen_ai: Arc::from(trace::gen_ai_provider(kind, &provider)),
-            model,
+            target,
             series,
             stats,
         }
@@ -87,13 +78,13 @@ where
             let l = &self.layer;
             let span = Recording::client(
                 attempt.request.meta.extensions.get::<trace::Parent>(),
-                format!("{op} {}", l.model),
+                format!("{op} {}", l.target.model),
                 vec![
                     KeyValue::new("switchyard.provider", l.series.provider().clone()),
                     KeyValue::new("switchyard.attempt", i64::from(attempt.number)),
                     KeyValue::new("gen_ai.operation.name", op),
-                    KeyValue::new("gen_ai.provider.name", l.gen_ai.clone()),
-                    KeyValue::new("gen_ai.request.model", l.model.clone()),
+                    KeyValue::new("gen_ai.provider.name", l.target.gen_ai_provider.clone()),
+                    KeyValue::new("gen_ai.request.model", l.target.model.clone()),
                 ],
             );
             if let Some(s) = &span {

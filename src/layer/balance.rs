@@ -100,8 +100,8 @@ pub fn order(strategy: Strategy, targets: &[Target], rng: &mut fastrand::Rng) ->
         }
         Strategy::Cheapest => {
             out.sort_by(|a, b| {
-                let pa = a.price.map_or(f64::INFINITY, |p| p.blended());
-                let pb = b.price.map_or(f64::INFINITY, |p| p.blended());
+                let pa = a.served.price.map_or(f64::INFINITY, |p| p.blended());
+                let pb = b.served.price.map_or(f64::INFINITY, |p| p.blended());
                 pa.total_cmp(&pb)
             });
         }
@@ -127,18 +127,15 @@ mod tests {
                 price,
                 Arc::from(name),
             )),
-            provider: Arc::from(name),
-            model: Arc::from("m"),
             service: tower::util::BoxCloneSyncService::new(svc),
             weight,
             tags: Arc::from([]),
-            price,
             stats: Arc::new(TargetStats::default()),
         }
     }
 
     fn names(v: &[Target]) -> Vec<&str> {
-        v.iter().map(|t| &*t.provider).collect()
+        v.iter().map(|t| &*t.served.provider).collect()
     }
 
     #[test]
@@ -159,7 +156,7 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(7);
         let n = 4000;
         let b_first = (0..n)
-            .filter(|_| &*order(Strategy::Weighted, &ts, &mut rng)[0].provider == "b")
+            .filter(|_| &*order(Strategy::Weighted, &ts, &mut rng)[0].served.provider == "b")
             .count();
         let share = b_first as f64 / n as f64;
         assert!(
@@ -184,6 +181,7 @@ mod tests {
             *firsts
                 .entry(
                     order(Strategy::LeastLatency, &ts, &mut rng)[0]
+                        .served
                         .provider
                         .to_string(),
                 )

@@ -728,7 +728,6 @@ mod tests {
                 op: chat("x", None, false),
                 meta: Meta::new(Arc::from("r"), Format::OpenAi),
             }),
-            model: Arc::from("m"),
             served: Arc::new(ServedBy::new(
                 Arc::from("primary"),
                 Arc::from("m"),

@@ -278,7 +278,6 @@ impl Attempts {
         self.attempts += 1;
         let attempt = Attempt {
             request: self.request.clone(),
-            model: target.model.clone(),
             served: target.served.clone(),
             number: self.attempts,
             trace_headers: Vec::new(),
@@ -361,7 +360,6 @@ impl Attempts {
     fn next_attempt(&self, target: &Target) -> Attempt {
         Attempt {
             request: self.request.clone(),
-            model: target.model.clone(),
             served: target.served.clone(),
             number: self.attempts,
             trace_headers: Vec::new(),
@@ -423,7 +421,7 @@ fn unavailable(target: &Target) -> Error {
         ErrorKind::Unavailable,
         format!("{} is unavailable: {why}", target.name()),
     );
-    e.provider = Some(target.provider.clone());
+    e.provider = Some(target.served.provider.clone());
     e
 }
 

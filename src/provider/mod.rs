@@ -289,7 +289,7 @@ impl Provider {
     async fn call(self: Arc<Self>, attempt: Attempt) -> Result<Reply, Error> {
         let started = Instant::now();
         let body = match &self.adapter {
-            Adapter::Mock(m) => m.call(&attempt.request.op, &attempt.model).await,
+            Adapter::Mock(m) => m.call(&attempt.request.op, &attempt.served.model).await,
             Adapter::Http(h) => self
                 .call_http(h, &attempt)
                 .await
@@ -306,7 +306,7 @@ impl Provider {
     async fn call_http(&self, h: &Http, attempt: &Attempt) -> Result<ReplyBody, Error> {
         let started = Instant::now();
         let op = &attempt.request.op;
-        let model = &*attempt.model;
+        let model = &*attempt.served.model;
         let (path, body) = match self.kind {
             ProviderKind::Anthropic => anthropic::encode(h, op, model)?,
             ProviderKind::Gemini => gemini::encode(op, model)?,

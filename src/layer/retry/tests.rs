@@ -45,14 +45,11 @@ fn target(
             provider.clone(),
             Arc::from("m"),
             None,
-            provider.clone(),
+            provider,
         )),
-        provider,
-        model: Arc::from("m"),
         service: tower::util::BoxCloneSyncService::new(svc),
         weight: 1,
         tags: Arc::from([]),
-        price: None,
         stats: Arc::new(TargetStats::default()),
     };
     (t, calls)
