@@ -10,6 +10,7 @@
 #   CONFIG=my.yaml AUTH="Bearer sk-..." bench/instructions.sh
 #   TOP=25 bench/instructions.sh            # also print the 25 costliest functions (inclusive)
 #   KEEP=/tmp/cg bench/instructions.sh      # keep the callgrind files for callgrind_annotate
+#                                           # (the N-request run, and the 0-request run as .0)
 #
 # Compare the bare proxy the same way: TARGET=bare bench/instructions.sh.
 # Loopback only; every process is stopped on exit.
@@ -85,7 +86,8 @@ for mode in $MODES; do
   total="$(count "$mode" "$N")"
   per=$(( (total - base) / N ))
   printf '%s %s: %d instructions/request (N=%d; fixed cost %d)\n' "$TARGET" "$mode" "$per" "$N" "$base"
-  if [[ -n "${KEEP:-}" ]]; then mkdir -p "$KEEP"; cp "$WORK/cg.$mode.$N" "$KEEP/$TARGET.$mode.callgrind"; fi
+  if [[ -n "${KEEP:-}" ]]; then mkdir -p "$KEEP"; cp "$WORK/cg.$mode.$N" "$KEEP/$TARGET.$mode.callgrind"
+    cp "$WORK/cg.$mode.0" "$KEEP/$TARGET.$mode.0.callgrind"; fi
   if (( TOP > 0 )); then
     callgrind_annotate --inclusive=yes "$WORK/cg.$mode.$N" 2>/dev/null | sed -n "1,$((TOP + 25))p" \
       | grep -v '^--' | grep -E '^\s*[0-9,]+ ' | head -n "$TOP"

@@ -1252,6 +1252,39 @@ impl Principal {
 #[derive(Debug, Clone, Default)]
 pub struct ResponseHeaders(pub Vec<(http::HeaderName, http::HeaderValue)>);
 
+/// The bytes of `w` (8 bytes of a JSON text, read little-endian) that end the plain run of a
+/// string — a quote, a backslash, or a control byte below 0x20 — as the high bit of each such
+/// byte; the lowest set bit marks the first. This is the classic zero-byte test:
+/// `(v - 0x01..) & !v & 0x80..` flags every zero byte of `v`, and can flag a byte above a zero
+/// one (the borrow runs upward) but never below, so its lowest flag is exact; with `0x20..`
+/// in place of `0x01..` it flags bytes below 0x20 the same way.
+#[inline(always)]
+pub fn json_stop_mask(w: u64) -> u64 {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let zero = |v: u64| v.wrapping_sub(LO) & !v & HI;
+    let below_space = w.wrapping_sub(LO * 0x20) & !w & HI;
+    zero(w ^ (LO * u64::from(b'"'))) | zero(w ^ (LO * u64::from(b'\\'))) | below_space
+}
+
+/// Whether `s` goes into a JSON string as it is (no quote, backslash or control byte), eight
+/// bytes at a time.
+pub fn json_plain(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0; 8];
+        w.copy_from_slice(c);
+        if json_stop_mask(u64::from_le_bytes(w)) != 0 {
+            return false;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .all(|&c| c >= 0x20 && c != b'"' && c != b'\\')
+}
+
 /// `n` in decimal as a header value, in one allocation: `HeaderValue::from(u64)` makes two
 /// (its buffer, then a shared handle for the buffer's spare capacity when it is frozen).
 pub fn decimal_header(n: u64) -> http::HeaderValue {

@@ -10,10 +10,9 @@
 
 use std::cell::RefCell;
 use std::io::{IsTerminal, Write as _};
-use std::sync::{Mutex, OnceLock, RwLock};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use tracing_appender::non_blocking::NonBlocking;
 
 use tracing::Subscriber;
 use tracing_subscriber::filter::EnvFilter;
@@ -37,7 +36,7 @@ static GUARD: std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuar
 
 /// Writes every queued log line (call before the process exits).
 pub fn flush() {
-    flush_access_lines();
+    flush_access_lines(&mut Vec::new());
     if let Ok(mut g) = GUARD.lock() {
         g.take();
     }
@@ -62,9 +61,10 @@ where
         *g = Some(guard);
     }
     let json = json_wanted(std::env::var("SWITCHYARD_LOG_FORMAT").ok());
-    if let Ok(mut w) = ACCESS_WRITER.write() {
-        *w = Some((writer.clone(), json));
-    }
+    ACCESS_FORMAT.store(
+        if json { FORMAT_JSON } else { FORMAT_TEXT },
+        Ordering::Relaxed,
+    );
     start_access_flusher();
     let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
     if json {
@@ -79,12 +79,16 @@ where
     }
 }
 
-/// Where access lines go (the log layer's writer) and whether as JSON.
-static ACCESS_WRITER: RwLock<Option<(NonBlocking, bool)>> = RwLock::new(None);
+/// How access lines are written: not at all until [`layer`] installs logs, then as JSON or
+/// as text.
+static ACCESS_FORMAT: AtomicU8 = AtomicU8::new(FORMAT_NONE);
+const FORMAT_NONE: u8 = 0;
+const FORMAT_TEXT: u8 = 1;
+const FORMAT_JSON: u8 = 2;
 
-/// Access lines not yet handed to the writer. Handing each line over on its own woke the
-/// writer thread for every request (a futex wake, a context switch and a `write` per request,
-/// about a third of a small request's CPU); a batch goes every [`ACCESS_FLUSH_EVERY`].
+/// Access lines not yet written. Handing each line over on its own woke the writer thread for
+/// every request (a futex wake, a context switch and a `write` per request, about a third of
+/// a small request's CPU); a batch goes every [`ACCESS_FLUSH_EVERY`].
 static ACCESS_PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
 /// How often pending access lines are written.
@@ -94,21 +98,30 @@ const ACCESS_FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// memory; log lines are lossy under a flood, requests never wait on them).
 const ACCESS_PENDING_MAX: usize = 4 << 20;
 
-/// Hands pending access lines to the writer, in one write.
-fn flush_access_lines() {
-    let batch = {
+/// A batch buffer grown past this by a burst is not kept for the next batch.
+const ACCESS_BATCH_KEEP: usize = 256 << 10;
+
+/// Writes pending access lines to stderr, in one write. The batch is swapped with `spare`
+/// (the previous batch's buffer, emptied), so the buffer lines are appended to keeps the
+/// capacity it grew to: a fresh one per batch was grown again, line by line, by reallocating
+/// and copying every batch. Written by this thread straight to stderr, not through the log
+/// layer's writer thread, which would copy the batch once more to hand it over. `Stderr`
+/// holds its lock for a whole `write_all`, so a batch and the log layer's lines do not
+/// interleave mid-line.
+fn flush_access_lines(spare: &mut Vec<u8>) {
+    {
         let Ok(mut pending) = ACCESS_PENDING.lock() else {
             return;
         };
         if pending.is_empty() {
             return;
         }
-        std::mem::replace(&mut *pending, Vec::with_capacity(16 * 1024))
-    };
-    if let Ok(w) = ACCESS_WRITER.read() {
-        if let Some((writer, _)) = w.as_ref() {
-            let _ = writer.clone().write_all(&batch);
-        }
+        std::mem::swap(&mut *pending, spare);
+    }
+    let _ = std::io::stderr().write_all(spare);
+    spare.clear();
+    if spare.capacity() > ACCESS_BATCH_KEEP {
+        *spare = Vec::new();
     }
 }
 
@@ -118,9 +131,12 @@ fn start_access_flusher() {
     STARTED.get_or_init(|| {
         let _ = std::thread::Builder::new()
             .name("switchyard-access-log".into())
-            .spawn(|| loop {
-                std::thread::sleep(ACCESS_FLUSH_EVERY);
-                flush_access_lines();
+            .spawn(|| {
+                let mut spare = Vec::new();
+                loop {
+                    std::thread::sleep(ACCESS_FLUSH_EVERY);
+                    flush_access_lines(&mut spare);
+                }
             });
     });
 }
@@ -177,11 +193,10 @@ pub fn access(line: &AccessLine<'_>) {
     if !tracing::enabled!(target: "switchyard::access", tracing::Level::INFO) {
         return;
     }
-    let Ok(guard) = ACCESS_WRITER.read() else {
-        return;
-    };
-    let Some((_, json)) = guard.as_ref() else {
-        return;
+    let json = match ACCESS_FORMAT.load(Ordering::Relaxed) {
+        FORMAT_JSON => true,
+        FORMAT_TEXT => false,
+        _ => return,
     };
     thread_local! {
         static BUF: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
@@ -191,7 +206,7 @@ pub fn access(line: &AccessLine<'_>) {
             return;
         };
         buf.clear();
-        if *json {
+        if json {
             line.write_json(&mut buf);
         } else {
             line.write_text(&mut buf);
@@ -273,30 +288,31 @@ enum V<'a> {
 }
 
 impl AccessLine<'_> {
-    /// Calls `f` with each field that has a value, in the line's order.
-    fn fields(&self, mut f: impl FnMut(&str, V<'_>)) {
-        let all: [(&str, Option<V<'_>>); 21] = [
-            ("request_id", Some(V::S(self.request_id))),
-            ("operation", Some(V::S(self.operation))),
-            ("route", Some(V::S(self.route))),
-            ("provider", Some(V::S(self.provider))),
-            ("model", Some(V::S(self.model))),
-            ("team", Some(V::S(self.team))),
-            ("key", self.key.map(V::S)),
-            ("attempts", Some(V::U(u64::from(self.attempts)))),
-            ("status", Some(V::U(u64::from(self.status)))),
-            ("error", self.error.map(V::S)),
-            ("stream", Some(V::B(self.stream))),
-            ("latency_ms", Some(V::F(self.latency_ms))),
-            ("ttft_ms", self.ttft_ms.map(V::F)),
-            ("input_tokens", self.input_tokens.map(V::U)),
-            ("output_tokens", self.output_tokens.map(V::U)),
-            ("cached_tokens", self.cached_tokens.map(V::U)),
-            ("usage_estimated", Some(V::B(self.usage_estimated))),
-            ("cost_usd", self.cost_usd.map(V::F)),
-            ("trace_id", self.trace_id.map(V::S)),
-            ("prompt", self.prompt.map(V::S)),
-            ("completion", self.completion.map(V::S)),
+    /// Calls `f` with each field that has a value, in the line's order; the field's name comes
+    /// as the JSON line writes it before the value (`,"name":`).
+    fn fields(&self, mut f: impl FnMut(&'static str, V<'_>)) {
+        let all: [(&'static str, Option<V<'_>>); 21] = [
+            (",\"request_id\":", Some(V::S(self.request_id))),
+            (",\"operation\":", Some(V::S(self.operation))),
+            (",\"route\":", Some(V::S(self.route))),
+            (",\"provider\":", Some(V::S(self.provider))),
+            (",\"model\":", Some(V::S(self.model))),
+            (",\"team\":", Some(V::S(self.team))),
+            (",\"key\":", self.key.map(V::S)),
+            (",\"attempts\":", Some(V::U(u64::from(self.attempts)))),
+            (",\"status\":", Some(V::U(u64::from(self.status)))),
+            (",\"error\":", self.error.map(V::S)),
+            (",\"stream\":", Some(V::B(self.stream))),
+            (",\"latency_ms\":", Some(V::F(self.latency_ms))),
+            (",\"ttft_ms\":", self.ttft_ms.map(V::F)),
+            (",\"input_tokens\":", self.input_tokens.map(V::U)),
+            (",\"output_tokens\":", self.output_tokens.map(V::U)),
+            (",\"cached_tokens\":", self.cached_tokens.map(V::U)),
+            (",\"usage_estimated\":", Some(V::B(self.usage_estimated))),
+            (",\"cost_usd\":", self.cost_usd.map(V::F)),
+            (",\"trace_id\":", self.trace_id.map(V::S)),
+            (",\"prompt\":", self.prompt.map(V::S)),
+            (",\"completion\":", self.completion.map(V::S)),
         ];
         for (k, v) in all {
             if let Some(v) = v {
@@ -311,16 +327,16 @@ impl AccessLine<'_> {
         write_timestamp(out);
         out.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\"");
         self.fields(|k, v| {
-            out.extend_from_slice(b",\"");
             out.extend_from_slice(k.as_bytes());
-            out.extend_from_slice(b"\":");
-            let _ = match v {
-                V::S(s) => serde_json::to_writer(&mut *out, s),
-                V::U(n) => serde_json::to_writer(&mut *out, &n),
+            match v {
+                V::S(s) => json_str(out, s),
+                V::U(n) => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
                 // NaN and infinities are not JSON: written as null, as serde_json does.
-                V::F(x) => serde_json::to_writer(&mut *out, &x),
-                V::B(b) => serde_json::to_writer(&mut *out, &b),
-            };
+                V::F(x) => {
+                    let _ = serde_json::to_writer(&mut *out, &x);
+                }
+                V::B(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+            }
         });
         out.extend_from_slice(b",\"target\":\"switchyard::access\"}\n");
     }
@@ -331,7 +347,8 @@ impl AccessLine<'_> {
         out.extend_from_slice(b"  INFO switchyard::access: request");
         self.fields(|k, v| {
             out.push(b' ');
-            out.extend_from_slice(k.as_bytes());
+            // `,"name":` -> `name`
+            out.extend_from_slice(&k.as_bytes()[2..k.len() - 2]);
             out.push(b'=');
             let _ = match v {
                 V::S(s) => write!(out, "{s}"),
@@ -341,6 +358,20 @@ impl AccessLine<'_> {
             };
         });
         out.push(b'\n');
+    }
+}
+
+/// `s` as a JSON string. Ids, names and labels need no escape: they are checked eight bytes at
+/// a time and copied whole, where serde_json's writer goes byte by byte; anything else is
+/// escaped by serde_json.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    if crate::ir::json_plain(s) {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, s);
     }
 }
 
@@ -408,6 +439,32 @@ mod tests {
             text.contains(" INFO switchyard::access: request request_id=r-\"1\" operation=chat"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        for s in [
+            "",
+            "plain",
+            "a\"b",
+            "back\\slash",
+            "tab\there",
+            "\u{1}",
+            "\u{1f}",
+            " ",
+            "\u{7f}",
+            "é ü 漢字 🚀",
+            "</script>",
+            "eight by",
+            "sixteen bytes...",
+            "sixteen bytes..\"",
+            "sixteen bytes..\u{0}",
+            "0123456789abcdef\\x",
+        ] {
+            let mut out = Vec::new();
+            json_str(&mut out, s);
+            assert_eq!(out, serde_json::to_vec(s).unwrap(), "{s:?}");
+        }
     }
 
     #[test]

@@ -33,20 +33,6 @@ const STRING_STOP: [bool; 256] = {
     t
 };
 
-/// The bytes of `w` (8 bytes of a document, read little-endian) that end the plain run of a
-/// string ([`STRING_STOP`]: a quote, a backslash, or a byte below 0x20), as the high bit of
-/// each such byte; the lowest set bit marks the first. This is the classic zero-byte test:
-/// `(v - 0x01..) & !v & 0x80..` flags every zero byte of `v`, and can flag a byte above a zero
-/// one (the borrow runs upward) but never below, so its lowest flag is exact; with `0x20..`
-/// in place of `0x01..` it flags bytes below 0x20 the same way.
-fn stop_mask(w: u64) -> u64 {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let zero = |v: u64| v.wrapping_sub(LO) & !v & HI;
-    let below_space = w.wrapping_sub(LO * 0x20) & !w & HI;
-    zero(w ^ (LO * u64::from(b'"'))) | zero(w ^ (LO * u64::from(b'\\'))) | below_space
-}
-
 /// Where the plain run of a string that goes on at `i` ends: the first quote, backslash or
 /// control byte from `i`, eight bytes at a time. `None` if the document ends first.
 #[inline(always)]
@@ -54,7 +40,7 @@ fn plain_run_end(b: &[u8], mut i: usize) -> Option<usize> {
     while let Some(chunk) = b.get(i..i + 8) {
         let mut w = [0; 8];
         w.copy_from_slice(chunk);
-        let m = stop_mask(u64::from_le_bytes(w));
+        let m = crate::ir::json_stop_mask(u64::from_le_bytes(w));
         if m != 0 {
             return Some(i + (m.trailing_zeros() / 8) as usize);
         }
@@ -518,10 +504,17 @@ mod tests {
             assert_eq!(plain_run_end(&doc, 0), None, "no stop in {doc:?}");
         }
         for b in 0..=255u8 {
-            let m = stop_mask(u64::from_le_bytes([
+            let m = crate::ir::json_stop_mask(u64::from_le_bytes([
                 b'a', b'a', b'a', b, b'a', b'a', b'a', b'a',
             ]));
             assert_eq!(m != 0, STRING_STOP[b as usize], "byte {b:#x}");
+            let s = [b'a', b'a', b'a', b'a', b'a', b'a', b'a', b'a', b'a', b];
+            if let Ok(s) = std::str::from_utf8(&s[..]) {
+                assert_eq!(crate::ir::json_plain(s), !STRING_STOP[b as usize], "{b:#x}");
+            }
+            if let Ok(s) = std::str::from_utf8(&s[6..]) {
+                assert_eq!(crate::ir::json_plain(s), !STRING_STOP[b as usize], "{b:#x}");
+            }
         }
     }
 
