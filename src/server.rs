@@ -5,9 +5,12 @@
 //! in-flight requests and streams up to a grace limit.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,7 +19,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -314,7 +317,7 @@ async fn accept_loop<S, B>(
         http2: builder.clone().http2_only(),
         sniff: builder,
     });
-    let graceful = GracefulShutdown::new();
+    let graceful = Arc::new(Drain::default());
     let conn_stopped = stopped.clone();
     let stop = async move {
         let _ = stopped.wait_for(|s| *s).await.map(|_| ());
@@ -335,7 +338,7 @@ async fn accept_loop<S, B>(
                 let _ = stream.set_nodelay(true);
                 let builders = builders.clone();
                 let service = service.clone();
-                let watcher = graceful.watcher();
+                let watcher = Drain::watcher(&graceful);
                 let mut conn_stopped = conn_stopped.clone();
                 tokio::spawn(async move {
                     // hyper's protocol detection reads the first bytes with no time limit, so
@@ -368,11 +371,141 @@ async fn accept_loop<S, B>(
         }
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
+    if tokio::time::timeout(grace, Drain::shutdown(&graceful))
         .await
         .is_err()
     {
         tracing::warn!("drain grace expired with requests still in flight");
+    }
+}
+
+/// Graceful shutdown of the data plane's connections: when it begins, each connection is told
+/// to finish what is in flight and close; [`Drain::shutdown`] returns when all have.
+///
+/// hyper-util's `GracefulShutdown` does the same through a `watch` channel whose `changed()`
+/// future every connection polls, registering its waker again, on every poll of the
+/// connection (several per request: ~450 instructions of a small request's ~77k). Here a
+/// connection registers its task's waker once, and on later polls only checks a flag and that
+/// it still runs in the same task.
+#[derive(Default)]
+struct Drain {
+    stopping: AtomicBool,
+    conns: Mutex<DrainConns>,
+    /// Notified when the last connection ends after shutdown has begun.
+    idle: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct DrainConns {
+    /// The waker of each live connection's task (by slot); `None` until first polled.
+    wakers: Vec<Option<Waker>>,
+    free: Vec<usize>,
+    live: usize,
+}
+
+impl Drain {
+    /// A slot for one new connection.
+    fn watcher(this: &Arc<Self>) -> DrainWatcher {
+        let mut c = this.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = match c.free.pop() {
+            Some(i) => i,
+            None => {
+                c.wakers.push(None);
+                c.wakers.len() - 1
+            }
+        };
+        c.live += 1;
+        DrainWatcher {
+            drain: this.clone(),
+            slot,
+        }
+    }
+
+    /// Tells every connection to finish and close; returns when all have.
+    async fn shutdown(this: &Arc<Self>) {
+        this.stopping.store(true, Ordering::SeqCst);
+        let wakers: Vec<Waker> = {
+            let mut c = this.conns.lock().unwrap_or_else(|e| e.into_inner());
+            c.wakers.iter_mut().filter_map(Option::take).collect()
+        };
+        wakers.into_iter().for_each(Waker::wake);
+        loop {
+            let idle = this.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if this.conns.lock().unwrap_or_else(|e| e.into_inner()).live == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+/// One connection's place in its [`Drain`]; frees it when dropped.
+struct DrainWatcher {
+    drain: Arc<Drain>,
+    slot: usize,
+}
+
+impl DrainWatcher {
+    fn watch<C: GracefulConnection>(self, conn: C) -> Watched<C> {
+        Watched {
+            conn,
+            watcher: self,
+            waker: None,
+            shut: false,
+        }
+    }
+}
+
+impl Drop for DrainWatcher {
+    fn drop(&mut self) {
+        let mut c = self.drain.conns.lock().unwrap_or_else(|e| e.into_inner());
+        c.wakers[self.slot] = None;
+        c.free.push(self.slot);
+        c.live -= 1;
+        if c.live == 0 && self.drain.stopping.load(Ordering::SeqCst) {
+            self.drain.idle.notify_waiters();
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection under a [`Drain`].
+    struct Watched<C> {
+        #[pin]
+        conn: C,
+        watcher: DrainWatcher,
+        // The waker registered for this connection (compared, not locked, on each poll).
+        waker: Option<Waker>,
+        shut: bool,
+    }
+}
+
+impl<C: GracefulConnection> Future for Watched<C> {
+    type Output = C::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
+        let mut this = self.project();
+        if !*this.shut {
+            let drain = &this.watcher.drain;
+            let mut stopping = drain.stopping.load(Ordering::SeqCst);
+            if !stopping && !this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                let mut c = drain.conns.lock().unwrap_or_else(|e| e.into_inner());
+                // Checked again under the lock: a shutdown that began before it was taken has
+                // already woken (and cleared) every registered waker, this one not among them.
+                stopping = drain.stopping.load(Ordering::SeqCst);
+                if !stopping {
+                    c.wakers[this.watcher.slot] = Some(cx.waker().clone());
+                    *this.waker = Some(cx.waker().clone());
+                }
+            }
+            if stopping {
+                *this.shut = true;
+                this.conn.as_mut().graceful_shutdown();
+            }
+        }
+        this.conn.poll(cx)
     }
 }
 

@@ -355,6 +355,72 @@ async fn shutdown_fails_readiness_refuses_new_connections_and_finishes_streams()
         .unwrap();
 }
 
+/// An idle keep-alive connection does not hold shutdown up: it is closed at once, while an
+/// open stream on another connection is still let finish.
+#[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let up = upstream::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("key");
+    std::fs::write(&key, "k").unwrap();
+    let cfg = config::load_str(
+        &config_text(&up.base_url(), &key, &[("slow", "up/gpt-up")]),
+        &Env,
+    )
+    .unwrap();
+    let running = server::start(&cfg).await.unwrap();
+    let data = running.data_addr;
+
+    // One request answered on a keep-alive connection, which then stays open and idle.
+    let mut idle = tokio::net::TcpStream::connect(data).await.unwrap();
+    idle.write_all(b"GET /v1/models HTTP/1.1\r\nhost: switchyard\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
+        let n = idle.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before answering");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        seen.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+
+    let (body, stream_seen) = open_stream(data).await;
+    let drained = tokio::spawn(running.shutdown(Duration::from_secs(60)));
+
+    // The idle connection is closed by the server (its body, if any, read first).
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match idle.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the idle connection was not closed on shutdown"
+    );
+    assert!(
+        !drained.is_finished(),
+        "shutdown must still wait for the open stream"
+    );
+
+    up.open_gate();
+    assert_complete(&finish_stream(body, stream_seen).await);
+    tokio::time::timeout(Duration::from_secs(30), drained)
+        .await
+        .expect("shutdown returns once the stream is done")
+        .unwrap();
+}
+
 /// The real binary: SIGTERM while a stream is open → it finishes, the process exits 0.
 #[tokio::test]
 async fn sigterm_drains_the_stream_and_exits_zero() {

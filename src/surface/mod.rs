@@ -36,10 +36,6 @@ const MODEL: HeaderName = HeaderName::from_static("x-switchyard-model");
 const ATTEMPTS: HeaderName = HeaderName::from_static("x-switchyard-attempts");
 const OVERHEAD_US: HeaderName = HeaderName::from_static("x-switchyard-overhead-us");
 // ...and the request headers it reads.
-const TAGS: HeaderName = HeaderName::from_static("x-switchyard-tags");
-const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
-const API_KEY: HeaderName = HeaderName::from_static("api-key");
-const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
 
 /// A complete body.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -71,11 +67,45 @@ impl Endpoint {
     }
 }
 
-fn endpoint(method: &Method, path: &str, headers: &http::HeaderMap) -> Endpoint {
+/// The request headers the surface reads (each its first value), found in one pass over the
+/// map: looked up one by one, six names were hashed and probed for on every request, most of
+/// them absent.
+#[derive(Default)]
+struct Wanted<'a> {
+    request_id: Option<&'a HeaderValue>,
+    authorization: Option<&'a HeaderValue>,
+    x_api_key: Option<&'a HeaderValue>,
+    api_key: Option<&'a HeaderValue>,
+    tags: Option<&'a HeaderValue>,
+    anthropic_version: bool,
+}
+
+impl<'a> Wanted<'a> {
+    fn scan(headers: &'a http::HeaderMap) -> Self {
+        let mut w = Self::default();
+        for (name, value) in headers {
+            let slot = match name.as_str() {
+                "x-request-id" => &mut w.request_id,
+                "authorization" => &mut w.authorization,
+                "x-api-key" => &mut w.x_api_key,
+                "api-key" => &mut w.api_key,
+                "x-switchyard-tags" => &mut w.tags,
+                "anthropic-version" => {
+                    w.anthropic_version = true;
+                    continue;
+                }
+                _ => continue,
+            };
+            slot.get_or_insert(value);
+        }
+        w
+    }
+}
+
+fn endpoint(method: &Method, path: &str, anthropic_sdk: bool) -> Endpoint {
     let path = path.trim_end_matches('/');
     // SDKs are pointed at `.../v1`; some callers omit the prefix.
     let rest = path.strip_prefix("/v1").unwrap_or(path);
-    let anthropic_sdk = headers.contains_key(ANTHROPIC_VERSION);
     let format = if rest.starts_with("/messages") || (anthropic_sdk && rest.starts_with("/models"))
     {
         Format::Anthropic
@@ -230,13 +260,13 @@ where
     S: Service<ir::Request, Response = Reply, Error = Error>,
 {
     let received_at = Instant::now();
-    let request_id: Arc<str> = parts
-        .headers
-        .get(request_id::X_REQUEST_ID)
+    let wanted = Wanted::scan(&parts.headers);
+    let request_id: Arc<str> = wanted
+        .request_id
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .into();
-    let ep = endpoint(&parts.method, parts.uri.path(), &parts.headers);
+    let ep = endpoint(&parts.method, parts.uri.path(), wanted.anthropic_version);
     let format = ep.format();
     // The read ends at `body_timeout` (a slowloris body), or over the size limit.
     let read = match body.await {
@@ -300,10 +330,10 @@ where
     meta.received_at = received_at;
     // What the layers above attached (the request's trace span) travels on with it.
     meta.extensions = parts.extensions;
-    if let Some(key) = caller_key(&parts.headers) {
+    if let Some(key) = caller_key(&wanted) {
         meta.extensions.insert(key);
     }
-    if let Some(tags) = parts.headers.get(TAGS).and_then(|v| v.to_str().ok()) {
+    if let Some(tags) = wanted.tags.and_then(|v| v.to_str().ok()) {
         let tags: Vec<String> = tags
             .split(',')
             .map(|t| t.trim().to_owned())
@@ -366,17 +396,17 @@ where
 
 /// The caller's key: `Authorization: Bearer` (OpenAI SDKs, current Anthropic SDKs),
 /// `x-api-key` (Anthropic) or `api-key` (Azure-style clients).
-fn caller_key(headers: &http::HeaderMap) -> Option<ir::CallerKey> {
-    let bearer = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        });
+fn caller_key(headers: &Wanted<'_>) -> Option<ir::CallerKey> {
+    fn str(v: Option<&HeaderValue>) -> Option<&str> {
+        v.and_then(|v| v.to_str().ok())
+    }
+    let bearer = str(headers.authorization).and_then(|v| {
+        v.strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+    });
     bearer
-        .or_else(|| headers.get(X_API_KEY).and_then(|v| v.to_str().ok()))
-        .or_else(|| headers.get(API_KEY).and_then(|v| v.to_str().ok()))
+        .or_else(|| str(headers.x_api_key))
+        .or_else(|| str(headers.api_key))
         .map(str::trim)
         .filter(|k| !k.is_empty())
         .map(|k| ir::CallerKey(Arc::from(k)))

@@ -1,7 +1,7 @@
 //! `x-request-id`: every request has one before anything logs it (the caller's own is kept),
 //! and the caller sees it on the response.
 //!
-//! One header lookup on the way in and one insert on the way out; tower-http's
+//! One header probe on the way in and one on the way out; tower-http's
 //! `SetRequestId` + `PropagateRequestId` pair did three lookups and two extension inserts for
 //! the same result.
 
@@ -86,13 +86,10 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let id = match req.headers().get(X_REQUEST_ID) {
-            Some(id) => id.clone(),
-            None => {
-                let id = self.ids.make();
-                req.headers_mut().insert(X_REQUEST_ID, id.clone());
-                id
-            }
+        // One probe for both the lookup and the insert.
+        let id = match req.headers_mut().entry(X_REQUEST_ID) {
+            http::header::Entry::Occupied(e) => e.get().clone(),
+            http::header::Entry::Vacant(v) => v.insert(self.ids.make()).clone(),
         };
         RequestIdFuture {
             inner: self.inner.call(req),
