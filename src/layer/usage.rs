@@ -77,17 +77,18 @@ impl<S: Service<Request>> Service<Request> for TapService<S> {
                 // Route names from config and the models providers list are bounded; any other
                 // name a caller typed (`openai/whatever`, a glob match) is labelled `direct`,
                 // its provider and model labels coming from the target that serves it.
-                let routes = self.routes.load();
-                let known = routes.models().iter().any(|m| *m.id == *plan.route);
-                let _ = tap.route.set(if known {
-                    plan.route.clone()
-                } else {
-                    DIRECT.clone()
+                tap.set_route(|| {
+                    let routes = self.routes.load();
+                    let known = routes.models().iter().any(|m| *m.id == *plan.route);
+                    if known {
+                        plan.route.clone()
+                    } else {
+                        DIRECT.clone()
+                    }
                 });
             }
             if let Some(p) = &req.meta.principal {
-                let _ = tap.team.set(p.team.clone());
-                let _ = tap.key.set(p.key_name.clone());
+                tap.set_principal(&p.team, &p.key_name);
             }
         }
         self.inner.call(req)
@@ -458,8 +459,9 @@ impl Recorder {
 
     fn record(&self, o: &Outcome<'_>) {
         metrics::inflight().dec();
-        let route = self.tap.route.get().unwrap_or(&UNKNOWN).clone();
-        let team = self.tap.team.get().unwrap_or(&DEFAULT_TEAM).clone();
+        let tapped = self.tap.take();
+        let route = tapped.route.unwrap_or_else(|| UNKNOWN.clone());
+        let team = tapped.team.unwrap_or_else(|| DEFAULT_TEAM.clone());
         let key = SeriesKey {
             route,
             provider: o.provider.clone().unwrap_or_else(|| NONE.clone()),
@@ -499,7 +501,7 @@ impl Recorder {
             provider: &key.provider,
             model: &key.model,
             team: &key.team,
-            key: self.tap.key.get().map(|k| &**k),
+            key: tapped.key.as_deref(),
             attempts: o.attempts,
             status: o.status,
             error: o.error.map(ErrorKind::as_str),
@@ -686,6 +688,6 @@ mod tests {
             Ok::<_, Error>(Reply::local(ReplyBody::TokenCount(0)))
         }));
         drop(svc.call(req));
-        assert_eq!(tap.route.get().map(|r| &**r), Some("direct"));
+        assert_eq!(tap.get().route.as_deref(), Some("direct"));
     }
 }
