@@ -24,7 +24,7 @@ use crate::ir::{
 use crate::route::SharedRoutes;
 use crate::telemetry::logs;
 use crate::telemetry::metrics::{self, SeriesKey};
-use crate::telemetry::trace::{int, ServerSpanRef};
+use crate::telemetry::trace::{int, ServerSpanRef, TraceIdHex};
 
 static UNKNOWN: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(metrics::UNKNOWN));
 static NONE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(metrics::NONE));
@@ -513,7 +513,7 @@ impl Recorder {
             cached_tokens: o.usage.map(|u| u.cached_input_tokens),
             usage_estimated: o.usage_estimated,
             cost_usd: cost,
-            trace_id: trace_id.as_deref(),
+            trace_id: trace_id.as_ref().map(TraceIdHex::as_str),
             prompt: self.prompt.as_deref(),
             completion: o.completion,
         });
