@@ -314,8 +314,8 @@ fn assert_complete(stream: &str) {
     assert!(stream.trim_end().ends_with("data: [DONE]"), "{stream}");
 }
 
-#[tokio::test]
-async fn shutdown_fails_readiness_refuses_new_connections_and_finishes_streams() {
+/// An upstream, and switchyard in process with the route `slow` to it.
+async fn start_with_slow_route() -> (upstream::Upstream, server::Running, tempfile::TempDir) {
     let up = upstream::start().await;
     let tmp = tempfile::tempdir().unwrap();
     let key = tmp.path().join("key");
@@ -326,6 +326,12 @@ async fn shutdown_fails_readiness_refuses_new_connections_and_finishes_streams()
     )
     .unwrap();
     let running = server::start(&cfg).await.unwrap();
+    (up, running, tmp)
+}
+
+#[tokio::test]
+async fn shutdown_fails_readiness_refuses_new_connections_and_finishes_streams() {
+    let (up, running, _tmp) = start_with_slow_route().await;
     let (data, admin) = (running.data_addr, running.admin_addr);
     assert_eq!(get(admin, "/readyz").await.unwrap().0, 200);
 
@@ -361,16 +367,7 @@ async fn shutdown_fails_readiness_refuses_new_connections_and_finishes_streams()
 async fn shutdown_closes_idle_keep_alive_connections_at_once() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let up = upstream::start().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let key = tmp.path().join("key");
-    std::fs::write(&key, "k").unwrap();
-    let cfg = config::load_str(
-        &config_text(&up.base_url(), &key, &[("slow", "up/gpt-up")]),
-        &Env,
-    )
-    .unwrap();
-    let running = server::start(&cfg).await.unwrap();
+    let (up, running, _tmp) = start_with_slow_route().await;
     let data = running.data_addr;
 
     // One request answered on a keep-alive connection, which then stays open and idle.

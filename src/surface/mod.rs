@@ -35,7 +35,7 @@ const PROVIDER: HeaderName = HeaderName::from_static("x-switchyard-provider");
 const MODEL: HeaderName = HeaderName::from_static("x-switchyard-model");
 const ATTEMPTS: HeaderName = HeaderName::from_static("x-switchyard-attempts");
 const OVERHEAD_US: HeaderName = HeaderName::from_static("x-switchyard-overhead-us");
-// ...and the request headers it reads.
+// The request headers it reads are matched by name in one pass ([`Wanted`]).
 
 /// A complete body.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
