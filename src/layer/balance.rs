@@ -41,9 +41,16 @@ where
 
     fn call(&mut self, mut req: Request) -> S::Future {
         if let Some(plan) = &mut req.meta.plan {
-            let ordered = order(plan.strategy, &plan.targets, &mut fastrand::Rng::new());
-            plan.targets = ordered.into();
-            if let Some(d) = &plan.degrade {
+            // In config order with every target available (a route's usual state), the order
+            // is the plan's own: it is kept, shared, instead of copied target by target (a
+            // vector, a shared slice and a boxed service clone per target, each request).
+            let kept = |ts: &[Target]| ts.iter().all(Target::is_available);
+            let in_config_order = matches!(plan.strategy, Strategy::Fallback | Strategy::Hedge);
+            if !(in_config_order && kept(&plan.targets)) {
+                let ordered = order(plan.strategy, &plan.targets, &mut fastrand::Rng::new());
+                plan.targets = ordered.into();
+            }
+            if let Some(d) = plan.degrade.as_ref().filter(|d| !kept(d)) {
                 plan.degrade = Some(order(Strategy::Fallback, d, &mut fastrand::Rng::new()).into());
             }
         }

@@ -329,7 +329,8 @@ where
 {
     type Response = Reply;
     type Error = Error;
-    type Future = Either<S::Future, BoxFuture<'static, Result<Reply, Error>>>;
+    type Future =
+        Either<S::Future, Either<Settling<S::Future>, BoxFuture<'static, Result<Reply, Error>>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx)
@@ -345,50 +346,121 @@ where
             .clone()
             .unwrap_or_else(Principal::anonymous);
         let prepaid = req.meta.extensions.remove::<Prepaid>();
+        let estimate = TokenEstimate::of(&req.op);
+        let mut settle = Settler {
+            layer: self.layer.clone(),
+            principal,
+            public_model,
+            estimate,
+            is_stream: req.op.is_stream(),
+            windows: None,
+            reserved: 0,
+        };
+        let reservation = match prepaid {
+            Some(Prepaid(r)) => {
+                (settle.windows, settle.reserved) = (Some(r.windows), r.amount);
+                None
+            }
+            None => self.layer.reservation(&req, estimate),
+        };
+        let Some(mut r) = reservation else {
+            // Nothing to wait for before the call (no budget, or reserved above with the
+            // rate limits): a named future, not a boxed `async` block.
+            if settle.windows.is_none() {
+                settle.windows = Some(Windows::now());
+            }
+            return Either::Right(Either::Left(Settling {
+                inner: self.inner.call(req),
+                settle: Some(settle),
+            }));
+        };
         let mut inner = crate::layer::take_ready(&mut self.inner);
-        let layer = self.layer.clone();
-        Either::Right(Box::pin(async move {
-            let estimate = TokenEstimate::of(&req.op);
-            let is_stream = req.op.is_stream();
-            let (w, reserved) = match prepaid {
-                Some(Prepaid(r)) => (r.windows, r.amount),
-                None => match layer.reservation(&req, estimate) {
-                    Some(mut r) => {
-                        // The counters go to the state; the rest answers a refusal.
-                        let counters = std::mem::take(&mut r.counters);
-                        let outcome = layer.ledger.state.reserve(counters, r.amount).await;
-                        if let Some(e) = r.refusal(&outcome) {
-                            return Err(e);
-                        }
-                        (r.windows, r.amount)
-                    }
-                    None => (Windows::now(), 0),
-                },
-            };
-            let reply = match inner.call(req).await {
-                Ok(r) => r,
-                Err(e) => {
-                    layer
-                        .ledger
-                        .add_later("k", &principal.key_name, &w, -reserved);
-                    return Err(e);
-                }
-            };
-            let json_output = json_output_estimate(&reply);
-            // Priced by the target that served it; by the name the caller asked for when that
-            // target's model has no price.
-            let served_price = reply.served_by.as_ref().and_then(|s| s.price);
-            Ok(reply.on_settle(move |s| {
-                let used = estimate.settle(s, is_stream, json_output);
-                let cost = served_price
-                    .map(|p| p.usd(&used))
-                    .or_else(|| layer.prices.usd(&public_model, &used))
-                    .map_or(0, nano);
-                let ledger = &layer.ledger;
-                ledger.add_later("k", &principal.key_name, &w, cost - reserved);
-                ledger.add_later("t", &principal.team, &w, cost);
-            }))
+        Either::Right(Either::Right(Box::pin(async move {
+            // The counters go to the state; the rest answers a refusal.
+            let counters = std::mem::take(&mut r.counters);
+            let outcome = settle.layer.ledger.state.reserve(counters, r.amount).await;
+            if let Some(e) = r.refusal(&outcome) {
+                return Err(e);
+            }
+            (settle.windows, settle.reserved) = (Some(r.windows), r.amount);
+            settle.result(inner.call(req).await)
+        })))
+    }
+}
+
+/// What a request's spend settles with once its reply is known.
+struct Settler {
+    layer: BudgetLayer,
+    principal: Principal,
+    public_model: String,
+    estimate: TokenEstimate,
+    is_stream: bool,
+    windows: Option<Windows>,
+    /// Nano-USD reserved before the call.
+    reserved: i64,
+}
+
+impl Settler {
+    /// Refunds the reservation of a failed call; debits a reply's actual cost when it settles.
+    fn result(self, result: Result<Reply, Error>) -> Result<Reply, Error> {
+        let Settler {
+            layer,
+            principal,
+            public_model,
+            estimate,
+            is_stream,
+            windows,
+            reserved,
+        } = self;
+        let w = windows.unwrap_or_else(Windows::now);
+        let reply = match result {
+            Ok(r) => r,
+            Err(e) => {
+                layer
+                    .ledger
+                    .add_later("k", &principal.key_name, &w, -reserved);
+                return Err(e);
+            }
+        };
+        let json_output = json_output_estimate(&reply);
+        // Priced by the target that served it; by the name the caller asked for when that
+        // target's model has no price.
+        let served_price = reply.served_by.as_ref().and_then(|s| s.price);
+        Ok(reply.on_settle(move |s| {
+            let used = estimate.settle(s, is_stream, json_output);
+            let cost = served_price
+                .map(|p| p.usd(&used))
+                .or_else(|| layer.prices.usd(&public_model, &used))
+                .map_or(0, nano);
+            let ledger = &layer.ledger;
+            ledger.add_later("k", &principal.key_name, &w, cost - reserved);
+            ledger.add_later("t", &principal.team, &w, cost);
         }))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Budget`] when nothing was waited for before the call.
+    pub struct Settling<F> {
+        #[pin]
+        inner: F,
+        settle: Option<Settler>,
+    }
+}
+
+impl<F> std::future::Future for Settling<F>
+where
+    F: std::future::Future<Output = Result<Reply, Error>>,
+{
+    type Output = Result<Reply, Error>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        Poll::Ready(match this.settle.take() {
+            Some(s) => s.result(result),
+            None => result,
+        })
     }
 }
 
