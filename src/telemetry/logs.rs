@@ -368,6 +368,7 @@ impl AccessLine<'_> {
 /// `s` as a JSON string. Ids, names and labels need no escape: they are checked eight bytes at
 /// a time and copied whole, where serde_json's writer goes byte by byte; anything else is
 /// escaped by serde_json.
+#[inline]
 fn json_str(out: &mut Vec<u8>, s: &str) {
     if crate::ir::json_plain(s) {
         out.reserve(s.len() + 2);
