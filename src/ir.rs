@@ -133,12 +133,17 @@ impl Tap {
 }
 
 impl Meta {
-    /// A fresh context for a request from `surface`.
+    /// A fresh context for a request from `surface`, received now.
     pub fn new(request_id: Arc<str>, surface: Format) -> Self {
+        Self::received(request_id, surface, Instant::now())
+    }
+
+    /// A fresh context for a request from `surface`, received at `received_at`.
+    pub fn received(request_id: Arc<str>, surface: Format, received_at: Instant) -> Self {
         Self {
             request_id,
             surface,
-            received_at: Instant::now(),
+            received_at,
             principal: None,
             plan: None,
             tap: None,

@@ -140,6 +140,8 @@ struct Attempts {
     request: Arc<Request>,
     cfg: Arc<RetryConfig>,
     budget: Arc<Budget>,
+    /// When the request reached this layer.
+    started: Instant,
     deadline: tokio::time::Instant,
     attempts: u32,
     upstream_time: Duration,
@@ -149,12 +151,15 @@ struct Attempts {
 
 impl Attempts {
     fn new(plan: Plan, request: Arc<Request>, cfg: Arc<RetryConfig>, budget: Arc<Budget>) -> Self {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(cfg.deadline_secs);
+        let started = Instant::now();
+        let deadline =
+            tokio::time::Instant::from_std(started) + Duration::from_secs_f64(cfg.deadline_secs);
         Self {
             plan,
             request,
             cfg,
             budget,
+            started,
             deadline,
             attempts: 0,
             upstream_time: Duration::ZERO,
@@ -164,7 +169,7 @@ impl Attempts {
     }
 
     async fn run(mut self) -> Result<Reply, Error> {
-        self.budget.deposit(Instant::now());
+        self.budget.deposit(self.started);
         let targets = self.plan.targets.clone();
         if let Some(reply) = self.pass(&targets, self.plan.max_attempts).await {
             return reply;
@@ -197,12 +202,16 @@ impl Attempts {
             let mut tried_any = false;
             let mut i = 0;
             while i < targets.len() {
-                if self.attempts >= max_attempts || self.deadline_passed() {
+                // One clock read for both checks.
+                let now = Instant::now();
+                if self.attempts >= max_attempts
+                    || tokio::time::Instant::from_std(now) >= self.deadline
+                {
                     return None;
                 }
                 let target = &targets[i];
                 i += 1;
-                if !target.is_available() {
+                if !target.stats.is_available_at(now) {
                     self.failures.push((target.name(), unavailable(target)));
                     continue;
                 }

@@ -291,7 +291,7 @@ impl Provider {
         let body = match &self.adapter {
             Adapter::Mock(m) => m.call(&attempt.request.op, &attempt.served.model).await,
             Adapter::Http(h) => self
-                .call_http(h, &attempt)
+                .call_http(h, &attempt, started)
                 .await
                 .map_err(|e| redact(&h.secrets, e)),
         }
@@ -303,8 +303,12 @@ impl Provider {
         Ok(reply)
     }
 
-    async fn call_http(&self, h: &Http, attempt: &Attempt) -> Result<ReplyBody, Error> {
-        let started = Instant::now();
+    async fn call_http(
+        &self,
+        h: &Http,
+        attempt: &Attempt,
+        started: Instant,
+    ) -> Result<ReplyBody, Error> {
         let op = &attempt.request.op;
         let model = &*attempt.served.model;
         let (path, body) = match self.kind {

@@ -17,7 +17,7 @@ use futures_util::FutureExt as _;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use http_body::Frame;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
-use tower::{Layer, Service};
+use tower::{Layer, Service, ServiceExt as _};
 
 use crate::ir::{self, Error, ErrorKind, EventStream, Format, Meta, Reply};
 use crate::wire;
@@ -179,7 +179,7 @@ impl<S> Layer<S> for SurfaceLayer {
     type Service = Surface<S>;
     fn layer(&self, inner: S) -> Surface<S> {
         Surface {
-            inner,
+            inner: Arc::new(inner),
             max_body_bytes: self.max_body_bytes,
             body_timeout: self.body_timeout,
         }
@@ -187,11 +187,25 @@ impl<S> Layer<S> for SurfaceLayer {
 }
 
 /// See [`SurfaceLayer`].
-#[derive(Debug, Clone)]
+///
+/// The stack below is shared by `Arc` and cloned once per request, here; hyper's glue clones
+/// the whole service for every request too, and a stack held by value was cloned (and
+/// dropped) twice, an atomic increment and decrement per `Arc` of every layer each time.
+#[derive(Debug)]
 pub struct Surface<S> {
-    inner: S,
+    inner: Arc<S>,
     max_body_bytes: usize,
     body_timeout: Duration,
+}
+
+impl<S> Clone for Surface<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            max_body_bytes: self.max_body_bytes,
+            body_timeout: self.body_timeout,
+        }
+    }
 }
 
 impl<S, B> Service<http::Request<B>> for Surface<S>
@@ -205,19 +219,13 @@ where
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // The inner stack never fails readiness as a whole: per-target readiness is decided
-        // below, where an unready target is skipped. Errors surface per request.
-        match self.inner.poll_ready(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(_) => Poll::Ready(Ok(())),
-        }
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Each request's own clone of the stack is polled ready in `handle`.
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        // Call the clone we polled ready; leave a fresh clone behind.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let inner = S::clone(&self.inner);
         let limits = (self.max_body_bytes, self.body_timeout);
         // On tokio's multi-thread scheduler the body is read by a task of its own. Read in
         // the connection's task, each poll of the body signals hyper's connection (the same
@@ -326,8 +334,7 @@ where
         Ok(op) => op,
         Err(e) => return error_response(format, &e),
     };
-    let mut meta = Meta::new(request_id, format);
-    meta.received_at = received_at;
+    let mut meta = Meta::received(request_id, format, received_at);
     // What the layers above attached (the request's trace span) travels on with it.
     meta.extensions = parts.extensions;
     if let Some(key) = caller_key(&wanted) {
@@ -351,7 +358,12 @@ where
     } else {
         String::new()
     };
-    let result = inner.call(ir::Request { op, meta }).await;
+    // The inner stack never fails readiness as a whole: per-target readiness is decided
+    // below, where an unready target is skipped. Errors surface per request.
+    let result = match inner.ready().await {
+        Ok(inner) => inner.call(ir::Request { op, meta }).await,
+        Err(e) => Err(e),
+    };
     match result {
         Err(e) => error_response(format, &e),
         Ok(mut reply) => {
