@@ -52,7 +52,10 @@ impl RequestIdLayer {
         };
         hex(u64::from(self.prefix), &mut id[4..12]);
         hex(n & 0xff_ffff_ffff, &mut id[12..]);
-        HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("req_unknown"))
+        // Owned by its shared bytes: the clone the response keeps is a count, where a value
+        // copied from a slice is moved to a new shared allocation at its first clone.
+        HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id))
+            .unwrap_or(HeaderValue::from_static("req_unknown"))
     }
 }
 

@@ -1079,6 +1079,13 @@ fn protocol_error(what: &str, e: impl std::fmt::Display) -> Error {
     )
 }
 
+/// A `finish_reason` member as serde reads it (`null` or absent: none), decoded.
+fn opt_finish_reason<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<FinishReason>, D::Error> {
+    Ok(Option::<Cow<'de, str>>::deserialize(d)?.map(|s| decode_finish_reason(&s)))
+}
+
 /// Decodes a finish reason string.
 pub fn decode_finish_reason(s: &str) -> FinishReason {
     match s {
@@ -1111,8 +1118,8 @@ struct ReplySummaryWire {
 
 #[derive(Deserialize)]
 struct ChoiceSummaryWire {
-    #[serde(default)]
-    finish_reason: Option<String>,
+    #[serde(default, deserialize_with = "opt_finish_reason")]
+    finish_reason: Option<FinishReason>,
     #[allow(dead_code)]
     message: serde::de::IgnoredAny,
 }
@@ -1144,7 +1151,10 @@ impl ChoiceSummaryWire {
     fn skim(r: &mut skim::Reader<'_>) -> Option<Self> {
         let (mut finish_reason, mut message) = (None, None);
         r.object(|r, k| match k {
-            "finish_reason" => skim::once(&mut finish_reason, r.opt_str()?.map(Cow::into_owned)),
+            "finish_reason" => skim::once(
+                &mut finish_reason,
+                r.opt_str()?.as_deref().map(decode_finish_reason),
+            ),
             "message" => {
                 r.skip()?;
                 skim::once(&mut message, serde::de::IgnoredAny)
@@ -1170,10 +1180,11 @@ pub fn summarise_chat_reply(body: bytes::Bytes) -> Result<ir::RawReply, Error> {
         format: Format::OpenAi,
         usage: w.usage.map(Usage::from),
         model: w.model,
+        // Collected in place: a choice summary is the size of its finish reason.
         finish_reasons: w
             .choices
-            .iter()
-            .filter_map(|c| c.finish_reason.as_deref().map(decode_finish_reason))
+            .into_iter()
+            .filter_map(|c| c.finish_reason)
             .collect(),
         body,
     })

@@ -267,7 +267,9 @@ impl<'a> Reader<'a> {
 
     /// Reads an array whose every element `f` reads.
     pub(crate) fn list<T>(&mut self, mut f: impl FnMut(&mut Self) -> Option<T>) -> Option<Vec<T>> {
-        let mut out = Vec::new();
+        // Room for a few up front: growing from empty on the first push cost more than the
+        // allocation itself.
+        let mut out = Vec::with_capacity(4);
         self.array(|r| {
             out.push(f(r)?);
             Some(())

@@ -529,7 +529,7 @@ fn check_chunk(data: &str) {
     assert_eq!(chunk_view(fast), chunk_view(slow), "{data}");
 }
 
-fn summary_view(w: ReplySummaryWire) -> (String, Vec<Option<String>>, Option<Usage>) {
+fn summary_view(w: ReplySummaryWire) -> (String, Vec<Option<FinishReason>>, Option<Usage>) {
     let reasons = w.choices.into_iter().map(|c| c.finish_reason).collect();
     (w.model, reasons, w.usage.map(Usage::from))
 }
@@ -584,7 +584,7 @@ fn skimmed_replies_read_as_serde_reads_them() {
         summary_view(fast),
         (
             "echo".to_owned(),
-            vec![Some("stop".to_owned()), None],
+            vec![Some(FinishReason::Stop), None],
             Some(Usage {
                 input_tokens: 20,
                 output_tokens: 9,
