@@ -67,6 +67,8 @@ pub struct Meta {
     pub surface: Format,
     /// When the request reached switchyard.
     pub received_at: Instant,
+    /// The caller's credential as presented: set by the surface, read by the auth layer.
+    pub caller_key: Option<CallerKey>,
     /// Who is calling: set by the auth layer (the anonymous principal when auth is off).
     pub principal: Option<Principal>,
     /// The targets to try: set by the route layer, reordered by balance, taken by retry.
@@ -75,8 +77,9 @@ pub struct Meta {
     /// usage layer, filled by the tap layers.
     pub tap: Option<Arc<Tap>>,
     /// Other values layers attach for later layers. Each layer documents what it inserts
-    /// and what it consumes in `stack.rs`. (Principal, plan and tap, set for every request,
-    /// are fields: the first extension of a request costs three allocations.)
+    /// and what it consumes in `stack.rs`. (The caller key, principal, plan and tap, set for
+    /// most requests, are fields: the first extension of a request costs three allocations,
+    /// and each one after it two.)
     pub extensions: http::Extensions,
 }
 
@@ -144,6 +147,7 @@ impl Meta {
             request_id,
             surface,
             received_at,
+            caller_key: None,
             principal: None,
             plan: None,
             tap: None,
@@ -617,6 +621,10 @@ pub struct Reply {
     pub attempts: u32,
     /// Time spent waiting on upstreams so far (up to the reply's headers for a stream).
     pub upstream_time: Duration,
+    /// Headers layers want on the response (such as `x-ratelimit-remaining-*`); the surface
+    /// sets them, a later one of a name replacing an earlier. Layers extend the list rather
+    /// than replace it. A list, not a map: it is only ever walked once.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Values layers attach for outer layers.
     pub extensions: http::Extensions,
 }
@@ -629,6 +637,7 @@ impl Reply {
             served_by: None,
             attempts: 0,
             upstream_time: Duration::ZERO,
+            headers: Vec::new(),
             extensions: http::Extensions::new(),
         }
     }
@@ -1289,13 +1298,6 @@ impl Principal {
         ANONYMOUS.clone()
     }
 }
-
-/// Headers a layer wants on a successful reply (such as `x-ratelimit-remaining-*`), put in
-/// [`Reply::extensions`]; the surface sets them on the response, a later one of a name
-/// replacing an earlier. Layers extend the list already there rather than replace it. A list,
-/// not a map: it is only ever walked once, and a map hashed every name twice.
-#[derive(Debug, Clone, Default)]
-pub struct ResponseHeaders(pub Vec<(http::HeaderName, http::HeaderValue)>);
 
 /// The bytes of `w` (8 bytes of a JSON text, read little-endian) that end the plain run of a
 /// string — a quote, a backslash, or a control byte below 0x20 — as the high bit of each such

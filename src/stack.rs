@@ -7,12 +7,12 @@
 //!                       the response)
 //! ServerSpan            the request's span (current)   traceparent, tracestate headers
 //! Surface (http → ir)   ir::Request{op, meta},         x-request-id header,
-//!                       ir::CallerKey                  ResponseHeaders, Error.headers
+//!                       meta.caller_key                Reply.headers, Error.headers
 //! Usage                 meta.tap (ir::Tap)             meta.tap, Reply (served_by,
 //!                                                      upstream_time), settlement
-//! Auth                  meta.principal, Arc<KeyPolicy> ir::CallerKey, op.model
+//! Auth                  meta.principal, Arc<KeyPolicy> meta.caller_key, op.model
 //! Tap                   team in the Tap                ir::Principal
-//! RateLimit             ResponseHeaders (x-ratelimit), Principal (key rpm/tpm),
+//! RateLimit             Reply.headers (x-ratelimit),   Principal (key rpm/tpm),
 //!                       budget::Prepaid                Arc<KeyPolicy>
 //! Budget                - (spend settles on_settle)    Principal, Arc<KeyPolicy>,
 //!                                                      budget::Prepaid

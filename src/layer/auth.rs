@@ -6,7 +6,7 @@
 //! (a loopback-only sidecar) and every request is `anonymous`.
 //!
 //! Sets [`Principal`] in `Meta::principal` (always) and inserts `Arc<KeyPolicy>` (for a
-//! configured key) into `Meta::extensions`; consumes [`CallerKey`].
+//! configured key) into `Meta::extensions`; consumes `Meta::caller_key` ([`CallerKey`]).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -143,7 +143,7 @@ fn check(keys: &Keys, req: &Request) -> Result<Option<Arc<KeyPolicy>>, Error> {
     if keys.is_empty() {
         return Ok(None);
     }
-    let Some(CallerKey(presented)) = req.meta.extensions.get::<CallerKey>() else {
+    let Some(CallerKey(presented)) = &req.meta.caller_key else {
         return Err(Error::new(
             ErrorKind::Unauthenticated,
             "Missing API key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
@@ -259,7 +259,7 @@ mod tests {
     fn request(model: &str, key: Option<&str>) -> Request {
         let mut meta = Meta::new(Arc::from("r"), Format::OpenAi);
         if let Some(k) = key {
-            meta.extensions.insert(CallerKey(Arc::from(k)));
+            meta.caller_key = Some(CallerKey(Arc::from(k)));
         }
         Request {
             op: Operation::Chat(Box::new(ChatRequest::new(model, Format::OpenAi))),

@@ -9,7 +9,7 @@
 //!
 //! - [`RateLimitLayer`] sits after auth: consumes `Principal`; a rejection is a 429 with
 //!   `Retry-After` and OpenAI's `x-ratelimit-*` headers; admitted replies carry the same
-//!   headers ([`ResponseHeaders`]).
+//!   headers ([`Reply::headers`]).
 //! - [`ProviderLimitLayer`] sits in each target's stack: a provider account over its own limit
 //!   answers `RateLimited` at once, which the retry layer treats as "try the next target", so
 //!   traffic spills over instead of collecting the provider's 429s.
@@ -24,8 +24,7 @@ use http::{HeaderName, HeaderValue};
 use tower::{Layer, Service};
 
 use crate::ir::{
-    Attempt, Error, ErrorKind, Operation, Reply, ReplyBody, Request, ResponseHeaders, Settlement,
-    Usage,
+    Attempt, Error, ErrorKind, Operation, Reply, ReplyBody, Request, Settlement, Usage,
 };
 use crate::layer::auth::Keys;
 use crate::layer::budget::{BudgetLayer, Prepaid, Reservation};
@@ -289,12 +288,7 @@ impl Limiter {
             }
             Ok(mut reply) => {
                 let json_output = json_output_estimate(&reply);
-                match reply.extensions.get_mut::<ResponseHeaders>() {
-                    Some(h) => h.0.extend(admitted.headers),
-                    None => {
-                        reply.extensions.insert(ResponseHeaders(admitted.headers));
-                    }
-                }
+                reply.headers.extend(admitted.headers);
                 let me = self.clone();
                 Ok(reply.on_settle(move |s| {
                     let used = estimate.settle(s, is_stream, json_output).total();

@@ -347,9 +347,7 @@ where
     let mut meta = Meta::received(request_id, format, received_at);
     // What the layers above attached (the request's trace span) travels on with it.
     meta.extensions = parts.extensions;
-    if let Some(key) = caller_key(&wanted) {
-        meta.extensions.insert(key);
-    }
+    meta.caller_key = caller_key(&wanted);
     if let Some(tags) = wanted.tags.and_then(|v| v.to_str().ok()) {
         let tags: Vec<String> = tags
             .split(',')
@@ -376,7 +374,7 @@ where
     };
     match result {
         Err(e) => error_response(format, &e),
-        Ok(mut reply) => {
+        Ok(reply) => {
             let mut resp = match (&ep, reply.body) {
                 (Endpoint::OpenAiModel(id), ir::ReplyBody::Models(models)) => {
                     match models.iter().find(|m| &m.id == id) {
@@ -398,10 +396,10 @@ where
                 (_, body) => openai::encode_reply(body, stream_opts),
             };
             add_reply_headers(&mut resp, &reply.served_by, reply.attempts);
-            if let Some(ir::ResponseHeaders(h)) = reply.extensions.remove() {
+            if !reply.headers.is_empty() {
                 let headers = resp.headers_mut();
-                headers.reserve(h.len());
-                for (k, v) in h {
+                headers.reserve(reply.headers.len());
+                for (k, v) in reply.headers {
                     headers.insert(k, v);
                 }
             }
