@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::config::BreakerConfig;
 use crate::ir::{Attempt, CircuitState, Error, ErrorKind, Reply, ReplyBody, TargetStats};
+use crate::layer::{AfterCall, Then};
 
 /// What one attempt says about the target's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -288,7 +288,7 @@ where
 {
     type Response = Reply;
     type Error = Error;
-    type Future = BreakerFuture<S::Future>;
+    type Future = Then<S::Future, Record>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         if self.admitted.is_none() {
@@ -309,39 +309,27 @@ where
     }
 
     fn call(&mut self, attempt: Attempt) -> Self::Future {
-        BreakerFuture {
+        let record = Record {
             probe: self.admitted.take().unwrap_or(false),
             shared: self.shared.clone(),
-            inner: self.inner.call(attempt),
-        }
+        };
+        Then::new(self.inner.call(attempt), record)
     }
 }
 
-pin_project! {
-    /// The response future of [`Breaker`]: records the attempt's outcome when it ends (a
-    /// named future, not a boxed `async` block: one allocation and copy less per attempt).
-    pub struct BreakerFuture<F> {
-        #[pin]
-        inner: F,
-        shared: Arc<Shared>,
-        probe: bool,
-    }
+/// Records an attempt's outcome with its breaker when the attempt ends.
+pub struct Record {
+    shared: Arc<Shared>,
+    probe: bool,
 }
 
-impl<F> std::future::Future for BreakerFuture<F>
-where
-    F: std::future::Future<Output = Result<Reply, Error>>,
-{
-    type Output = Result<Reply, Error>;
-
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = std::task::ready!(this.inner.poll(cx));
-        this.shared.record(Outcome::of(&result), *this.probe);
-        Poll::Ready(match result {
+impl AfterCall for Record {
+    fn after(self, result: Result<Reply, Error>) -> Result<Reply, Error> {
+        self.shared.record(Outcome::of(&result), self.probe);
+        match result {
             // A stream that fails after its first event still says the target is sick.
             Ok(reply) if matches!(reply.body, ReplyBody::Stream(_)) => {
-                let shared = this.shared.clone();
+                let shared = self.shared;
                 Ok(reply.on_settle(move |s| {
                     if let Some(kind) = s.error {
                         if Error::new(kind, "").is_retryable() {
@@ -351,7 +339,7 @@ where
                 }))
             }
             other => other,
-        })
+        }
     }
 }
 

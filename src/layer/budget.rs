@@ -25,6 +25,7 @@ use crate::cost::Prices;
 use crate::ir::{Error, ErrorKind, Principal, Reply, Request};
 use crate::layer::auth::{KeyPolicy, Keys};
 use crate::layer::ratelimit::{json_output_estimate, TokenEstimate};
+use crate::layer::{AfterCall, Then};
 use crate::state::{Counter, Reserved, Settle, SharedState};
 use crate::telemetry::logs::civil;
 
@@ -329,8 +330,10 @@ where
 {
     type Response = Reply;
     type Error = Error;
-    type Future =
-        Either<S::Future, Either<Settling<S::Future>, BoxFuture<'static, Result<Reply, Error>>>>;
+    type Future = Either<
+        S::Future,
+        Either<Then<S::Future, Settler>, BoxFuture<'static, Result<Reply, Error>>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx)
@@ -369,10 +372,7 @@ where
             if settle.windows.is_none() {
                 settle.windows = Some(Windows::now());
             }
-            return Either::Right(Either::Left(Settling {
-                inner: self.inner.call(req),
-                settle: Some(settle),
-            }));
+            return Either::Right(Either::Left(Then::new(self.inner.call(req), settle)));
         };
         let mut inner = crate::layer::take_ready(&mut self.inner);
         Either::Right(Either::Right(Box::pin(async move {
@@ -383,13 +383,13 @@ where
                 return Err(e);
             }
             (settle.windows, settle.reserved) = (Some(r.windows), r.amount);
-            settle.result(inner.call(req).await)
+            settle.after(inner.call(req).await)
         })))
     }
 }
 
 /// What a request's spend settles with once its reply is known.
-struct Settler {
+pub struct Settler {
     layer: BudgetLayer,
     principal: Principal,
     public_model: String,
@@ -400,9 +400,9 @@ struct Settler {
     reserved: i64,
 }
 
-impl Settler {
+impl AfterCall for Settler {
     /// Refunds the reservation of a failed call; debits a reply's actual cost when it settles.
-    fn result(self, result: Result<Reply, Error>) -> Result<Reply, Error> {
+    fn after(self, result: Result<Reply, Error>) -> Result<Reply, Error> {
         let Settler {
             layer,
             principal,
@@ -436,31 +436,6 @@ impl Settler {
             ledger.add_later("k", &principal.key_name, &w, cost - reserved);
             ledger.add_later("t", &principal.team, &w, cost);
         }))
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The response future of [`Budget`] when nothing was waited for before the call.
-    pub struct Settling<F> {
-        #[pin]
-        inner: F,
-        settle: Option<Settler>,
-    }
-}
-
-impl<F> std::future::Future for Settling<F>
-where
-    F: std::future::Future<Output = Result<Reply, Error>>,
-{
-    type Output = Result<Reply, Error>;
-
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = std::task::ready!(this.inner.poll(cx));
-        Poll::Ready(match this.settle.take() {
-            Some(s) => s.result(result),
-            None => result,
-        })
     }
 }
 
