@@ -193,38 +193,50 @@ const WORD: usize = std::mem::size_of::<usize>();
 /// point used.
 const PLAIN_ALIGN_TRY: usize = 16;
 
+/// A block for `layout` from `plain(size)` when the layout asks no more than a word of
+/// alignment, or when it asks up to [`PLAIN_ALIGN_TRY`] and the plain block happens to have
+/// it; from `aligned(size, align)` otherwise.
+///
+/// # Safety
+/// `plain` and `aligned` are mimalloc's entry points of one kind (both zeroing or neither).
+#[inline(always)]
+unsafe fn mi_block(
+    layout: std::alloc::Layout,
+    plain: unsafe extern "C" fn(usize) -> *mut std::ffi::c_void,
+    aligned: unsafe extern "C" fn(usize, usize) -> *mut std::ffi::c_void,
+) -> *mut u8 {
+    if layout.align() <= WORD {
+        return plain(layout.size()).cast();
+    }
+    if layout.align() <= PLAIN_ALIGN_TRY {
+        let p = plain(layout.size());
+        if (p as usize) % layout.align() == 0 {
+            return p.cast();
+        }
+        libmimalloc_sys::mi_free(p);
+    }
+    aligned(layout.size(), layout.align()).cast()
+}
+
 // SAFETY: each method hands the layout's size (and alignment, past a word) to mimalloc, whose
-// blocks satisfy both, or checks the alignment of a plain block before it keeps it; mimalloc frees and reallocates any block it returned, however
-// aligned, and a realloc past a word goes through the aligned entry point again.
+// blocks satisfy both, or checks the alignment of a plain block before it keeps it; mimalloc
+// frees and reallocates any block it returned, however aligned, and a realloc past a word goes
+// through the aligned entry point again.
 unsafe impl std::alloc::GlobalAlloc for Mimalloc {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        use libmimalloc_sys::{mi_free, mi_malloc, mi_malloc_aligned};
-        if layout.align() <= WORD {
-            return mi_malloc(layout.size()).cast();
-        }
-        if layout.align() <= PLAIN_ALIGN_TRY {
-            let p = mi_malloc(layout.size());
-            if (p as usize) % layout.align() == 0 {
-                return p.cast();
-            }
-            mi_free(p);
-        }
-        mi_malloc_aligned(layout.size(), layout.align()).cast()
+        mi_block(
+            layout,
+            libmimalloc_sys::mi_malloc,
+            libmimalloc_sys::mi_malloc_aligned,
+        )
     }
 
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
-        use libmimalloc_sys::{mi_free, mi_zalloc, mi_zalloc_aligned};
-        if layout.align() <= WORD {
-            return mi_zalloc(layout.size()).cast();
-        }
-        if layout.align() <= PLAIN_ALIGN_TRY {
-            let p = mi_zalloc(layout.size());
-            if (p as usize) % layout.align() == 0 {
-                return p.cast();
-            }
-            mi_free(p);
-        }
-        mi_zalloc_aligned(layout.size(), layout.align()).cast()
+        mi_block(
+            layout,
+            libmimalloc_sys::mi_zalloc,
+            libmimalloc_sys::mi_zalloc_aligned,
+        )
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, _: std::alloc::Layout) {
