@@ -385,6 +385,40 @@ async fn settlements_are_written_behind_and_flush_waits_for_every_one() {
 }
 
 #[tokio::test]
+async fn a_reserved_counter_is_made_with_its_ttl_and_added_to_exactly() {
+    use switchyard::state::{Counter, State};
+    if !need_redis().await {
+        return;
+    }
+    let p = prefix("made");
+    let key = format!("{{{p}}}:spend");
+    let counter = || Counter {
+        key: key.clone(),
+        limit: None,
+        ttl: Duration::from_secs(60),
+    };
+    let pttl = || async {
+        let t = redis_cmd(&["PTTL", &key]).await;
+        t.trim().trim_start_matches(':').parse::<i64>().unwrap()
+    };
+    let state = redis_state();
+    // Made by the reservation: a large amount exactly, with the counter's TTL.
+    let big = 2_000_000_000_000_003;
+    let (_, r) = state.admit_reserving(vec![], vec![counter()], big).await;
+    assert!(r.allowed);
+    assert_eq!(r.values, vec![big]);
+    assert!(redis_cmd(&["GET", &key]).await.contains("2000000000000003"));
+    let ttl = pttl().await;
+    assert!(ttl > 50_000 && ttl <= 60_000, "PTTL {ttl}");
+    // Added to: the value grows, and the TTL it was made with stands.
+    let (_, r) = state.admit_reserving(vec![], vec![counter()], 7).await;
+    assert_eq!(r.values, vec![big + 7]);
+    let ttl = pttl().await;
+    assert!(ttl > 50_000 && ttl <= 60_000, "PTTL {ttl}");
+    assert!(state.healthy());
+}
+
+#[tokio::test]
 async fn batched_settlements_survive_redis_forgetting_its_scripts() {
     use switchyard::state::{Counter, Settle, State, Take};
     if !need_redis().await {
