@@ -348,7 +348,7 @@ fn main() -> ExitCode {
                     }
                 };
                 overrides(&mut cfg);
-                // Inside the runtime: trace export runs on it.
+                // Trace export runs on a thread of its own (telemetry/export.rs).
                 let traces = switchyard::telemetry::init(&cfg.telemetry);
                 server::raise_open_files_limit();
                 trim_memory();

@@ -1,6 +1,11 @@
 //! The span export queue: finished spans are appended to a bounded in-memory batch that a
 //! Tokio task hands to the OTLP exporter once a second, or as soon as a full batch is waiting.
 //!
+//! The task runs on a thread of its own (`switchyard-otlp`, with a one-thread runtime), not on
+//! the runtime that serves requests: encoding and dropping a batch of 512 spans is a
+//! millisecond of work, which on the serving thread (one by default) stalled whichever
+//! requests were in flight behind it.
+//!
 //! Not the SDK's batch processor, for two reasons: its default form blocks on a thread without
 //! a runtime when the exporter is the hyper-based OTLP/HTTP one (DEPENDENCIES.md), and it drops
 //! spans on a full queue without telling anyone. Here `on_end` never blocks a request and never
@@ -71,18 +76,51 @@ impl Flusher {
 }
 
 impl QueueProcessor {
-    /// Starts the exporter task on the current Tokio runtime.
-    pub(crate) fn spawn<E: SpanExporter + 'static>(exporter: E) -> (Self, Flusher) {
+    /// Starts the exporter thread; `make` builds the exporter there, inside its runtime (a
+    /// gRPC channel spawns its worker on the runtime it is made in). Its error is returned.
+    pub(crate) fn spawn<E, F>(make: F) -> Result<(Self, Flusher), String>
+    where
+        E: SpanExporter + 'static,
+        F: FnOnce() -> Result<E, String> + Send + 'static,
+    {
         let (flush, rx) = mpsc::channel(16);
         let pending = Arc::new(Pending::default());
-        tokio::spawn(run(exporter, pending.clone(), rx));
-        (
+        let queue = pending.clone();
+        let (made, started) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("switchyard-otlp".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = made.send(Err(format!("cannot start the trace exporter: {e}")));
+                        return;
+                    }
+                };
+                let exporter = match rt.block_on(async { make() }) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = made.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = made.send(Ok(()));
+                rt.block_on(run(exporter, queue, rx));
+            })
+            .map_err(|e| format!("cannot start the trace exporter thread: {e}"))?;
+        started
+            .recv()
+            .map_err(|_| "the trace exporter thread ended at start".to_owned())??;
+        Ok((
             Self {
                 pending,
                 flush: flush.clone(),
             },
             Flusher { flush },
-        )
+        ))
     }
 }
 

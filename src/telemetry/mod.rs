@@ -14,7 +14,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::TelemetryConfig;
 
-/// Installs logs and, when configured, trace export (which needs a Tokio runtime). Returns the
+/// Installs logs and, when configured, trace export (on a thread of its own). Returns the
 /// trace pipeline to flush at exit. A bad trace setup is logged and leaves tracing off: it
 /// never stops the proxy.
 pub fn init(cfg: &TelemetryConfig) -> Option<trace::Tracing> {

@@ -132,8 +132,8 @@ pub struct Tracing {
 }
 
 impl Tracing {
-    /// Starts the exporter (on the current Tokio runtime); spans are made from then on. Once
-    /// per process.
+    /// Starts the exporter (on a thread of its own); spans are made from then on. Once per
+    /// process.
     pub fn start(settings: &Settings) -> Result<Self, String> {
         if TRACER.get().is_some() {
             return Err("trace export is already running".into());
@@ -142,31 +142,32 @@ impl Tracing {
         let resource = Resource::builder()
             .with_service_name(settings.service_name.clone())
             .build();
+        let (endpoint, res) = (settings.endpoint.clone(), resource.clone());
         let (processor, flusher) = match settings.protocol {
-            Protocol::Grpc => {
+            Protocol::Grpc => QueueProcessor::spawn(move || {
                 let mut b = opentelemetry_otlp::SpanExporter::builder()
                     .with_tonic()
                     .with_timeout(timeout);
-                if let Some(e) = &settings.endpoint {
-                    b = b.with_endpoint(e.clone());
+                if let Some(e) = endpoint {
+                    b = b.with_endpoint(e);
                 }
                 let mut exporter = b
                     .build()
                     .map_err(|e| format!("cannot set up OTLP trace export: {e}"))?;
-                exporter.set_resource(&resource);
-                QueueProcessor::spawn(exporter)
-            }
-            Protocol::HttpProtobuf => {
+                exporter.set_resource(&res);
+                Ok(exporter)
+            })?,
+            Protocol::HttpProtobuf => QueueProcessor::spawn(move || {
                 let var = |k: &str| std::env::var(k).ok();
                 let mut exporter = otlp::HttpExporter::new(
-                    &otlp::endpoint(settings.endpoint.as_deref(), &var),
+                    &otlp::endpoint(endpoint.as_deref(), &var),
                     otlp::headers(&var),
                     timeout,
                 )
                 .map_err(|e| format!("cannot set up OTLP trace export: {e}"))?;
-                exporter.set_resource(&resource);
-                QueueProcessor::spawn(exporter)
-            }
+                exporter.set_resource(&res);
+                Ok(exporter)
+            })?,
         };
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
