@@ -1,7 +1,7 @@
 //! The span export queue: finished spans are appended to a bounded in-memory batch that a
 //! Tokio task hands to the OTLP exporter once a second, or as soon as a full batch is waiting.
 //!
-//! The task runs on a thread of its own (`switchyard-otlp`, with a one-thread runtime), not on
+//! The task runs on a thread of its own (`switchyard-otlp`, a runtime of its own), not on
 //! the runtime that serves requests: encoding and dropping a batch of 512 spans is a
 //! millisecond of work, which on the serving thread (one by default) stalled whichever
 //! requests were in flight behind it.
@@ -76,44 +76,49 @@ impl Flusher {
 }
 
 impl QueueProcessor {
-    /// Starts the exporter thread; `make` builds the exporter there, inside its runtime (a
-    /// gRPC channel spawns its worker on the runtime it is made in). Its error is returned.
+    /// Starts the exporter on a runtime of its own; `make` builds the exporter there (a gRPC
+    /// channel spawns its worker on the runtime it is made in). Its error is returned.
+    ///
+    /// The runtime is a multi-thread one with one worker: its scheduler's code is not the
+    /// serving runtime's (one thread by default), whose hot loop a second instance of it
+    /// made the compiler stop inlining (~1k instructions a request, bench/instructions.sh).
+    /// It is kept for the life of the process (trace export starts once per process).
     pub(crate) fn spawn<E, F>(make: F) -> Result<(Self, Flusher), String>
     where
         E: SpanExporter + 'static,
         F: FnOnce() -> Result<E, String> + Send + 'static,
     {
+        static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+        if RUNTIME.get().is_none() {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("switchyard-otlp")
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the trace exporter: {e}"))?;
+            let _ = RUNTIME.set(rt);
+        }
+        let rt = RUNTIME.get().expect("set above");
         let (flush, rx) = mpsc::channel(16);
         let pending = Arc::new(Pending::default());
         let queue = pending.clone();
+        // A std channel: the caller may be on the serving runtime, where a Tokio blocking receive
+        // is refused; it waits only for `make`.
         let (made, started) = std::sync::mpsc::sync_channel(1);
-        std::thread::Builder::new()
-            .name("switchyard-otlp".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = made.send(Err(format!("cannot start the trace exporter: {e}")));
-                        return;
-                    }
-                };
-                let exporter = match rt.block_on(async { make() }) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        let _ = made.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = made.send(Ok(()));
-                rt.block_on(run(exporter, queue, rx));
-            })
-            .map_err(|e| format!("cannot start the trace exporter thread: {e}"))?;
+        rt.spawn(async move {
+            match make() {
+                Ok(exporter) => {
+                    let _ = made.send(Ok(()));
+                    run(exporter, queue, rx).await;
+                }
+                Err(e) => {
+                    let _ = made.send(Err(e));
+                }
+            }
+        });
         started
             .recv()
-            .map_err(|_| "the trace exporter thread ended at start".to_owned())??;
+            .map_err(|_| "the trace exporter ended at start".to_owned())??;
         Ok((
             Self {
                 pending,
