@@ -57,7 +57,8 @@ pub struct Counter {
     pub key: String,
     /// Refuse when the counter is at or over this, or the amount would take it over.
     pub limit: Option<i64>,
-    /// How long the counter is kept after its last change.
+    /// How long the counter is kept: from when a reservation makes it, and again from each
+    /// settled change ([`Settle::Add`]).
     pub ttl: Duration,
 }
 

@@ -475,8 +475,13 @@ impl Core {
     }
 
     /// Writes a batch of settlements in one pipelined round trip, one script step each
-    /// (falling back to the local state when Redis does not answer).
+    /// (falling back to the local state when Redis does not answer). Settlements of the same
+    /// cell or counters are summed first ([`coalesce`]).
     async fn write(&self, batch: Vec<Settle>) {
+        let batch = coalesce(batch);
+        if batch.is_empty() {
+            return;
+        }
         let sent = self
             .call(|c, link| {
                 for change in &batch {
@@ -514,6 +519,62 @@ impl Core {
             }
         }
     }
+}
+
+/// One settlement per cell (an [`Settle::Adjust`] of one take) and per set of counters (an
+/// [`Settle::Add`]), their amounts summed, in the order each first appears; what sums to
+/// nothing is left out. Under load a key's requests settle while the previous write is in
+/// flight, so a batch holds many settlements of the same few keys: each is a script run in
+/// Redis, which runs one at a time and admissions wait behind. Summed, a cell's refunds are
+/// applied as one (an over-refund is clamped once, not step by step); counters add exactly.
+fn coalesce(batch: Vec<Settle>) -> Vec<Settle> {
+    use std::collections::hash_map::{Entry, HashMap};
+    let changes = |change: &Settle| match change {
+        Settle::Adjust(t) => t.iter().any(|t| t.cost != 0),
+        Settle::Add(c, n) => !c.is_empty() && *n != 0,
+    };
+    if batch.len() < 2 {
+        return batch.into_iter().filter(changes).collect();
+    }
+    // Which earlier settlement each one is summed into (itself when it is the first).
+    let into: Vec<usize> = {
+        let mut first: HashMap<(bool, &str), usize> = HashMap::with_capacity(batch.len());
+        let same = |a: &Settle, b: &Settle| match (a, b) {
+            (Settle::Adjust(a), Settle::Adjust(b)) => {
+                a[0].key == b[0].key && a[0].limit == b[0].limit
+            }
+            (Settle::Add(a, _), Settle::Add(b, _)) => a == b,
+            _ => false,
+        };
+        batch
+            .iter()
+            .enumerate()
+            .map(|(i, change)| {
+                let key = match change {
+                    Settle::Adjust(t) if t.len() == 1 => (false, t[0].key.as_str()),
+                    Settle::Add(c, _) if !c.is_empty() => (true, c[0].key.as_str()),
+                    _ => return i,
+                };
+                match first.entry(key) {
+                    Entry::Occupied(e) if same(&batch[*e.get()], change) => *e.get(),
+                    Entry::Occupied(_) => i,
+                    Entry::Vacant(e) => *e.insert(i),
+                }
+            })
+            .collect()
+    };
+    let mut slots: Vec<Option<Settle>> = batch.into_iter().map(Some).collect();
+    for (i, &to) in into.iter().enumerate() {
+        if to == i {
+            continue;
+        }
+        match (slots[i].take(), &mut slots[to]) {
+            (Some(Settle::Adjust(t)), Some(Settle::Adjust(sum))) => sum[0].cost += t[0].cost,
+            (Some(Settle::Add(_, n)), Some(Settle::Add(_, sum))) => *sum += n,
+            (change, _) => slots[i] = change,
+        }
+    }
+    slots.into_iter().flatten().filter(changes).collect()
 }
 
 /// The write-behind task: one batch at a time, whatever queued meanwhile next.
@@ -683,7 +744,54 @@ fn parse_ints(b: &[u8]) -> Option<Vec<i64>> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_ints;
+    use super::{coalesce, parse_ints};
+    use crate::state::{Counter, Settle, Take};
+    use std::time::Duration;
+
+    #[test]
+    fn settlements_of_one_cell_or_counter_set_are_summed_in_first_seen_order() {
+        let adjust = |key: &str, limit: u64, cost: i64| {
+            Settle::Adjust(vec![Take {
+                key: key.into(),
+                limit,
+                cost,
+            }])
+        };
+        let counters = |keys: &[&str]| {
+            keys.iter()
+                .map(|k| Counter {
+                    key: (*k).into(),
+                    limit: None,
+                    ttl: Duration::from_secs(60),
+                })
+                .collect::<Vec<_>>()
+        };
+        let add = |keys: &[&str], n: i64| Settle::Add(counters(keys), n);
+        let batch = vec![
+            adjust("tpm:a", 100, -5),
+            add(&["day:a", "month:a"], 7),
+            adjust("tpm:b", 100, 3),
+            adjust("tpm:a", 100, -2),
+            add(&["day:a", "month:a"], 11),
+            // The same cell under another limit (a reload between): kept apart.
+            adjust("tpm:a", 200, 4),
+            // Counters that start alike but are another set: kept apart.
+            add(&["day:a"], 1),
+            adjust("tpm:b", 100, -3),
+            add(&["day:c", "month:c"], 0),
+        ];
+        assert_eq!(
+            coalesce(batch),
+            vec![
+                adjust("tpm:a", 100, -7),
+                add(&["day:a", "month:a"], 18),
+                adjust("tpm:a", 200, 4),
+                add(&["day:a"], 1),
+            ]
+        );
+        assert_eq!(coalesce(vec![add(&["x"], 0)]), vec![]);
+        assert_eq!(coalesce(vec![add(&["x"], 2)]), vec![add(&["x"], 2)]);
+    }
 
     #[test]
     fn admission_replies_parse_as_str_parse_reads_them() {
