@@ -528,7 +528,7 @@ impl Core {
 /// Redis, which runs one at a time and admissions wait behind. Summed, a cell's refunds are
 /// applied as one (an over-refund is clamped once, not step by step); counters add exactly.
 fn coalesce(batch: Vec<Settle>) -> Vec<Settle> {
-    use std::collections::hash_map::{Entry, HashMap};
+    use std::collections::HashMap;
     let changes = |change: &Settle| match change {
         Settle::Adjust(t) => t.iter().any(|t| t.cost != 0),
         Settle::Add(c, n) => !c.is_empty() && *n != 0,
@@ -536,9 +536,14 @@ fn coalesce(batch: Vec<Settle>) -> Vec<Settle> {
     if batch.len() < 2 {
         return batch.into_iter().filter(changes).collect();
     }
-    // Which earlier settlement each one is summed into (itself when it is the first).
+    // Which earlier settlement each one is summed into (itself when it is the first). The
+    // first of each key are looked up in a list while they are few (a request's own two
+    // settlements, a few keys' under load: SipHash on their names cost more than the
+    // comparisons), in a map past that.
     let into: Vec<usize> = {
-        let mut first: HashMap<(bool, &str), usize> = HashMap::with_capacity(batch.len());
+        const FEW: usize = 32;
+        let mut few: Vec<((bool, &str), usize)> = Vec::new();
+        let mut many: HashMap<(bool, &str), usize> = HashMap::new();
         let same = |a: &Settle, b: &Settle| match (a, b) {
             (Settle::Adjust(a), Settle::Adjust(b)) => {
                 a[0].key == b[0].key && a[0].limit == b[0].limit
@@ -555,14 +560,34 @@ fn coalesce(batch: Vec<Settle>) -> Vec<Settle> {
                     Settle::Add(c, _) if !c.is_empty() => (true, c[0].key.as_str()),
                     _ => return i,
                 };
-                match first.entry(key) {
-                    Entry::Occupied(e) if same(&batch[*e.get()], change) => *e.get(),
-                    Entry::Occupied(_) => i,
-                    Entry::Vacant(e) => *e.insert(i),
+                let found = if many.is_empty() {
+                    few.iter().find(|(k, _)| *k == key).map(|&(_, at)| at)
+                } else {
+                    many.get(&key).copied()
+                };
+                match found {
+                    Some(at) if same(&batch[at], change) => at,
+                    Some(_) => i,
+                    None if many.is_empty() && few.len() < FEW => {
+                        few.push((key, i));
+                        i
+                    }
+                    None => {
+                        if many.is_empty() {
+                            many.extend(few.drain(..));
+                        }
+                        many.insert(key, i);
+                        i
+                    }
                 }
             })
             .collect()
     };
+    if into.iter().enumerate().all(|(i, &to)| to == i) {
+        let mut batch = batch;
+        batch.retain(changes);
+        return batch;
+    }
     let mut slots: Vec<Option<Settle>> = batch.into_iter().map(Some).collect();
     for (i, &to) in into.iter().enumerate() {
         if to == i {
@@ -789,6 +814,15 @@ mod tests {
                 add(&["day:a"], 1),
             ]
         );
+        // Past the few a list holds, the same through a map.
+        let keys: Vec<String> = (0..40).map(|i| format!("tpm:{i}")).collect();
+        let twice = keys
+            .iter()
+            .chain(&keys)
+            .map(|k| adjust(k, 100, 2))
+            .collect();
+        let summed: Vec<Settle> = keys.iter().map(|k| adjust(k, 100, 4)).collect();
+        assert_eq!(coalesce(twice), summed);
         assert_eq!(coalesce(vec![add(&["x"], 0)]), vec![]);
         assert_eq!(coalesce(vec![add(&["x"], 2)]), vec![add(&["x"], 2)]);
     }
