@@ -1337,6 +1337,27 @@ pub fn decimal_header(n: u64) -> http::HeaderValue {
         .unwrap_or_else(|_| http::HeaderValue::from_static("0"))
 }
 
+/// What [`ready_or_within`] returns: the output at once, or the boxed timed wait.
+pub type Within<F> = futures_util::future::Either<
+    std::future::Ready<Result<<F as std::future::Future>::Output, tokio::time::error::Elapsed>>,
+    Pin<Box<tokio::time::Timeout<F>>>,
+>;
+
+/// `fut` bounded by `limit`, with no timer when it is ready at once (a body that came with
+/// its head: nearly every request body and unary reply). It is polled once here; only when it
+/// is still pending is a timer made, and the timed wait is boxed, so the future that awaits
+/// this stays small (a timer inline is cache-line aligned, which made a request's boxed
+/// handler an aligned allocation).
+pub fn ready_or_within<F: std::future::Future + Unpin>(mut fut: F, limit: Duration) -> Within<F> {
+    use futures_util::FutureExt as _;
+    // Polled with a no-op waker: when pending, the timed wait below polls it again at once
+    // with the task's own waker, so nothing that arrives in between is missed.
+    match (&mut fut).now_or_never() {
+        Some(out) => futures_util::future::Either::Left(std::future::ready(Ok(out))),
+        None => futures_util::future::Either::Right(Box::pin(tokio::time::timeout(limit, fut))),
+    }
+}
+
 /// How a reply ended, handed to every settlement hook exactly once.
 #[derive(Debug, Clone)]
 pub struct Settlement {

@@ -93,14 +93,8 @@ fn classify_client_error(e: &hyper_util::client::legacy::Error) -> Error {
 
 /// Reads a whole body, bounded in size and by `deadline`.
 pub async fn read_body(body: Incoming, deadline: Duration) -> Result<Bytes, Error> {
-    let mut collect = Limited::new(body, MAX_REPLY_BYTES).collect();
-    // A reply that came with its head (most unary replies) is collected at the first poll,
-    // with no timer made; the timed read is boxed, so the caller's future stays small.
-    let read = match futures_util::poll!(&mut collect) {
-        Poll::Ready(r) => Ok(r),
-        Poll::Pending => Box::pin(tokio::time::timeout(deadline, collect)).await,
-    };
-    match read {
+    let collect = Limited::new(body, MAX_REPLY_BYTES).collect();
+    match crate::ir::ready_or_within(collect, deadline).await {
         Err(_) => Err(Error::new(
             ErrorKind::Timeout,
             "upstream reply not complete in time",

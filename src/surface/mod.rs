@@ -241,17 +241,9 @@ where
         let read = if tokio::runtime::Handle::current().runtime_flavor()
             == tokio::runtime::RuntimeFlavor::CurrentThread
         {
-            // A body that came with its head (nearly every request) is collected at the first
-            // poll, and no timer is made for it. The timed read is boxed, so `handle`'s future
-            // does not hold a timer inline: a timer is cache-line aligned, which made the
-            // boxed future an aligned allocation and larger (~400 instructions a request).
-            Either::Left(async move {
-                let mut collect = collect;
-                if let Poll::Ready(r) = futures_util::poll!(&mut collect) {
-                    return Ok(Ok(r));
-                }
-                Ok(Box::pin(tokio::time::timeout(limits.1, collect)).await)
-            })
+            // A body that came with its head (nearly every request) is collected here, with
+            // no timer made for it.
+            Either::Left(ir::ready_or_within(collect, limits.1).map(Ok))
         } else {
             Either::Right(tokio::spawn(tokio::time::timeout(limits.1, collect)))
         };
