@@ -62,6 +62,22 @@ ensure_oha() {
 # ---------------------------------------------------------------------------------------------
 # Builds
 # ---------------------------------------------------------------------------------------------
+# What the binaries under test are built from, for a report; call it before building (the tree
+# may change during a long run): the checkout's commit, "(dirty)" when the sources that go into
+# the binaries have changes, or the given binary when SY_BIN names one.
+built_from() {
+  local rev
+  rev="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  if [[ -n "${SY_BIN:-}" ]]; then
+    echo "SY_BIN=$SY_BIN, run from checkout $rev"
+    return
+  fi
+  if [[ -n "$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock bench/bare-proxy 2>/dev/null)" ]]; then
+    rev="$rev (dirty)"
+  fi
+  echo "$rev"
+}
+
 # shellcheck disable=SC2034 # TARGET_DIR, SY_BIN and BARE_BIN are for the sourcing script
 build_switchyard() {
   TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"

@@ -49,6 +49,7 @@ if oha --help 2>/dev/null | grep -q -- '--wait-ongoing-requests-after-deadline';
   OHA_WAIT=(--wait-ongoing-requests-after-deadline)
 fi
 
+GIT_REV="$(built_from)"
 build_switchyard
 build_bare_proxy
 [[ -x "$SY_BIN" && -x "$BARE_BIN" ]] || die "binaries missing after build"
@@ -253,10 +254,6 @@ mkdir -p "$RESULTS_DIR"
 STAMP="$(date +%Y-%m-%d-%H%M)"
 OUT="$RESULTS_DIR/$STAMP.md"
 CPU_MODEL="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)"
-GIT_REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if [[ -n "$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock bench/bare-proxy 2>/dev/null)" ]]; then
-  GIT_REV="$GIT_REV (dirty)"
-fi
 
 STAMP="$STAMP" CMDLINE="$CMDLINE" ROUNDS="$ROUNDS" DURATION="$DURATION" WARMUP="$WARMUP" WARMUP_S="$(to_secs "$WARMUP")" \
 MACHINE="nproc=$(nproc), kernel $(uname -r), CPU ${CPU_MODEL:-unknown}, load average before the runs: $LOAD_BEFORE" \

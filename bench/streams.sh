@@ -45,6 +45,7 @@ if [[ "$soft" != unlimited && "$soft" -lt "$need" ]]; then
 fi
 log "open-file limit $(ulimit -Sn) (soft), $(ulimit -Hn) (hard)"
 
+BUILT_FROM="$(built_from)"
 build_switchyard
 
 bench_setup streams
@@ -130,7 +131,7 @@ kill -0 "$SY_PID" 2>/dev/null || die "switchyard died"
 mkdir -p "$RESULTS_DIR"
 REPORT="$RESULTS_DIR/$(date +%Y-%m-%d-%H%M)-streams.md"
 python3 - "$WORK" "$CLK_TCK" "$COMMAND" "$N" "$DURATION" "$TOKEN_MS" "$MAX_TOKENS" "$EXPECT" \
-  "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" >"$REPORT" <<'EOF'
+  "$BUILT_FROM" >"$REPORT" <<'EOF'
 import json, os, platform, sys
 work, tck, command, n, duration, token_ms, max_tokens, expect, rev = sys.argv[1:]
 tck, n, duration = int(tck), int(n), int(duration)
@@ -146,7 +147,7 @@ def cpu_pct(i, col):  # over the interval since the previous sample, % of one co
     return 100.0 * (cur - prev) / tck / dt
 cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 print(f"# switchyard: {n} concurrent streams for {duration} s\n")
-print(f"Command: `{command}` (commit {rev})\n")
+print(f"Command: `{command}` (switchyard {rev})\n")
 print(f"Machine: {os.cpu_count()} cores, {cpu_model}, Linux {platform.release()}. The mock upstream "
       f"streams one word per {token_ms} ms; each request asks for {max_tokens} words "
       f"({expect} SSE events, ~{int(max_tokens) * int(token_ms) // 1000} s). The client "
