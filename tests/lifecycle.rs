@@ -314,6 +314,22 @@ fn assert_complete(stream: &str) {
     assert!(stream.trim_end().ends_with("data: [DONE]"), "{stream}");
 }
 
+/// Lets the held stream finish (opening the upstream's gate), checks it arrived whole, and
+/// waits for the shutdown that was waiting on it to return.
+async fn let_the_stream_finish_then_drain(
+    up: &upstream::Upstream,
+    body: hyper::body::Incoming,
+    seen: String,
+    drained: tokio::task::JoinHandle<()>,
+) {
+    up.open_gate();
+    assert_complete(&finish_stream(body, seen).await);
+    tokio::time::timeout(Duration::from_secs(30), drained)
+        .await
+        .expect("shutdown returns once the stream is done")
+        .unwrap();
+}
+
 /// An upstream, and switchyard in process with the route `slow` to it.
 async fn start_with_slow_route() -> (upstream::Upstream, server::Running, tempfile::TempDir) {
     let up = upstream::start().await;
@@ -353,12 +369,7 @@ async fn shutdown_fails_readiness_refuses_new_connections_and_finishes_streams()
         "shutdown must wait for the open stream"
     );
 
-    up.open_gate();
-    assert_complete(&finish_stream(body, seen).await);
-    tokio::time::timeout(Duration::from_secs(30), drained)
-        .await
-        .expect("shutdown returns once the stream is done")
-        .unwrap();
+    let_the_stream_finish_then_drain(&up, body, seen, drained).await;
 }
 
 /// An idle keep-alive connection does not hold shutdown up: it is closed at once, while an
@@ -410,12 +421,7 @@ async fn shutdown_closes_idle_keep_alive_connections_at_once() {
         "shutdown must still wait for the open stream"
     );
 
-    up.open_gate();
-    assert_complete(&finish_stream(body, stream_seen).await);
-    tokio::time::timeout(Duration::from_secs(30), drained)
-        .await
-        .expect("shutdown returns once the stream is done")
-        .unwrap();
+    let_the_stream_finish_then_drain(&up, body, stream_seen, drained).await;
 }
 
 /// The real binary: SIGTERM while a stream is open → it finishes, the process exits 0.
