@@ -5,6 +5,7 @@
 #   DURATION=5s CONCURRENCY="1 64" bench/load.sh
 #   ROUNDS=3 DURATION=5s bench/load.sh            # every target once per round, interleaved;
 #                                                  # medians, and ratios per round
+#   FULL_SYNC_MS=100 bench/load.sh                 # full admits on its copy (state.sync_ms)
 #
 # See bench/README.md for what is measured and what the columns mean. Everything binds to
 # 127.0.0.1; every process started here is stopped on exit; every wait is bounded.
@@ -27,11 +28,14 @@ FULL_PORT="${FULL_PORT:-4101}"          # switchyard with every feature on (keys
 FULL_ADMIN_PORT="${FULL_ADMIN_PORT:-9566}"
 SINK_PORT="${SINK_PORT:-9103}"          # OTLP/HTTP sink for the full variant's spans
 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+FULL_SYNC_MS="${FULL_SYNC_MS:-0}"       # the full variant's state.sync_ms (0: every admission in Redis)
 TTFB_REQUESTS="${TTFB_REQUESTS:-300}"   # sequential streamed requests per target for TTFB
 READY_TIMEOUT_S="${READY_TIMEOUT_S:-20}"
 RESULTS_DIR="${RESULTS_DIR:-$ROOT/bench/results}"
 CMDLINE="ROUNDS=$ROUNDS DURATION=$DURATION CONCURRENCY=\"$CONCURRENCY\" WARMUP=$WARMUP bench/load.sh${*:+ $*}"
 [[ "$ROUNDS" == 1 ]] && CMDLINE="${CMDLINE#ROUNDS=1 }"
+[[ "$FULL_SYNC_MS" == 0 ]] || CMDLINE="FULL_SYNC_MS=$FULL_SYNC_MS $CMDLINE"
+[[ "$FULL_SYNC_MS" =~ ^[0-9]+$ ]] || die "FULL_SYNC_MS must be a whole number of milliseconds"
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive whole number"
 
 require_tools curl jq python3 cargo getconf
@@ -122,6 +126,7 @@ state:
   backend: redis
   url: $REDIS_URL
   prefix: switchyard-bench-$$
+  sync_ms: $FULL_SYNC_MS
 keys:
   - name: bench
     key: $FULL_KEY
@@ -259,7 +264,7 @@ STAMP="$STAMP" CMDLINE="$CMDLINE" ROUNDS="$ROUNDS" DURATION="$DURATION" WARMUP="
 MACHINE="nproc=$(nproc), kernel $(uname -r), CPU ${CPU_MODEL:-unknown}, load average before the runs: $LOAD_BEFORE" \
 VERSIONS="switchyard $GIT_REV, $(rustc --version 2>/dev/null || echo 'rustc ?'), $(oha --version 2>/dev/null | head -n1)" \
 SY_READY_MS="$SY_READY_MS" SY_IDLE_RSS_KIB="$SY_IDLE_RSS_KIB" BARE_IDLE_RSS_KIB="$BARE_IDLE_RSS_KIB" \
-python3 - "$RESULTS_TSV" "$ERRORS_TXT" "$TTFB_TSV" >"$OUT.tmp" <<'PY'
+FULL_SYNC_MS="$FULL_SYNC_MS" python3 - "$RESULTS_TSV" "$ERRORS_TXT" "$TTFB_TSV" >"$OUT.tmp" <<'PY'
 import json, os, sys
 E = os.environ
 runs = {}  # (target, mode, conc) -> one row per round, in round order
@@ -321,7 +326,10 @@ print("Targets: **mock** = the upstream alone; **bare** = a minimal hyper pass-t
       "(bench/bare-proxy) on tokio's multi-thread runtime, the budget's baseline; **bare1** = "
       "the same proxy on tokio's one-thread runtime, as switchyard serves by default; **switchyard** = default config, one provider, metrics on; "
       "**full** = switchyard with a caller key, RPM/TPM limits and a daily budget in Redis, "
-      "metrics, every span exported over OTLP/HTTP.")
+      "metrics, every span exported over OTLP/HTTP"
+      + ("." if E["FULL_SYNC_MS"] == "0" else
+         f"; state.sync_ms {E['FULL_SYNC_MS']}: admitted on the replica's copy of the shared "
+         "numbers, takes written to Redis behind."))
 print()
 hdr = ["target", "mode", "conc", "req/s", "p50 ms", "p99 ms", "success", "requests",
        "CPU us/req", "CPU ratio vs bare", "vs bare1", "p50 +us vs bare", "p50 +us vs mock",

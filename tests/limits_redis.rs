@@ -564,3 +564,74 @@ async fn a_redis_that_never_answers_is_given_up_after_the_timeout() {
 async fn a_redis_that_stops_answering_is_given_up_after_the_timeout() {
     a_silent_redis_is_given_up_after_the_timeout(true).await;
 }
+
+/// With `state.sync_ms` a replica admits on its copy of the shared numbers while it is fresh
+/// and a tenth of the limit is left; Redis still gets every take (written behind), the copy
+/// holds this replica's settlements at once and the other replicas' takes from each step
+/// Redis decides, and the end of the limit is Redis's: together the replicas admit exactly
+/// the limit.
+#[tokio::test]
+async fn on_a_fresh_copy_a_replica_admits_without_redis_and_the_end_of_a_limit_stays_exact() {
+    use switchyard::state::{Counter, Settle, State, Take};
+    use switchyard::telemetry::metrics::{state_admissions, StateDecided};
+    if !need_redis().await {
+        return;
+    }
+    let p = prefix("copy");
+    let cell = |cost: i64| Take {
+        key: format!("{{{p}}}:rpm"),
+        limit: 100,
+        cost,
+    };
+    let budget = || Counter {
+        key: format!("{{{p}}}:spend"),
+        limit: Some(1_000_000),
+        ttl: Duration::from_secs(60),
+    };
+    let cfg = switchyard::config::StateConfig {
+        timeout_ms: 2000,
+        sync_ms: 60_000,
+        ..Default::default()
+    };
+    let a =
+        switchyard::state::redis::RedisState::connect(&format!("redis://{REDIS}"), &cfg).unwrap();
+    let b = redis_state();
+    let on_copy = || state_admissions(StateDecided::Copy).get();
+    let copied_before = on_copy();
+
+    // The first step reads the numbers from Redis; the next 20 are made on the copy.
+    for i in 0..21 {
+        let (d, r) = a.admit_reserving(vec![cell(1)], vec![budget()], 10).await;
+        assert!(r.allowed && d[0].allowed, "step {i}: {d:?} {r:?}");
+        assert_eq!(d[0].remaining, 99 - i);
+    }
+    assert_eq!(on_copy() - copied_before, 20);
+    // Written behind: Redis holds all 21, as the exact replica sees.
+    a.flush(Duration::from_secs(10)).await;
+    assert_eq!(b.admit(vec![cell(1)]).await[0].remaining, 78);
+    // A settlement is on the copy at once (30 more tokens than admitted, say).
+    a.settle(Settle::Adjust(vec![cell(30)]));
+
+    // 21 + 1 + 30 are taken: 48 more fit. The copy admits while a tenth is left, Redis the
+    // rest, and refuses the 49th.
+    let mut more = 0;
+    let refused = loop {
+        let (d, r) = a.admit_reserving(vec![cell(1)], vec![budget()], 10).await;
+        if !r.allowed {
+            break d;
+        }
+        more += 1;
+        assert!(more <= 48, "admitted past the limit: {d:?}");
+    };
+    assert_eq!(more, 48);
+    assert!(!refused[0].allowed && refused[0].retry_after > Duration::ZERO);
+    assert!(
+        on_copy() - copied_before >= 20 + 30,
+        "{}",
+        on_copy() - copied_before
+    );
+    a.flush(Duration::from_secs(10)).await;
+    assert!(!b.admit(vec![cell(1)]).await[0].allowed);
+    assert_eq!(b.get(vec![budget().key]).await, vec![(21 + 48) * 10]);
+    assert!(a.healthy() && b.healthy());
+}

@@ -320,6 +320,13 @@ fn validate_limits(config: &Config, inline_keys: usize) -> Result<(), ConfigErro
             "must be a positive number of seconds",
         ));
     }
+    if st.sync_ms > 60_000 {
+        return Err(at(
+            0,
+            "state.sync_ms",
+            "must be at most 60000 (a minute, the window of every limit)",
+        ));
+    }
     Ok(())
 }
 
@@ -756,6 +763,8 @@ models:
         assert!(e.contains("state.url") && e.contains("redis://"), "{e}");
         let e = err("state:\n  backend: etcd\n");
         assert!(e.contains("etcd"), "{e}");
+        let e = err("state:\n  sync_ms: 60001\n");
+        assert!(e.contains("state.sync_ms") && e.contains("60000"), "{e}");
         let e = err("providers:\n  - {name: p, kind: mock, tpm: 0}\n");
         assert!(e.contains("providers[0].tpm"), "{e}");
         let e = err("prices:\n  m: {input: -1, output: 1}\n");

@@ -131,6 +131,13 @@ pub struct StateConfig {
     pub timeout_ms: u64,
     /// While Redis is unreachable, how often one request probes it again.
     pub retry_secs: f64,
+    /// 0 (the default): every keyed admission is one atomic step in Redis. More: a replica
+    /// admits on its own copy of a key's shared numbers while the copy was read from Redis
+    /// less than this many milliseconds ago and the request leaves at least a tenth of every
+    /// limit, and writes its takes behind; otherwise (a stale copy, near a limit, a refusal)
+    /// Redis decides as with 0. No round trip on most requests, for the chance that the fleet
+    /// admits a little past a limit: what the other replicas took since the copy was read.
+    pub sync_ms: u64,
 }
 
 impl Default for StateConfig {
@@ -141,6 +148,7 @@ impl Default for StateConfig {
             prefix: "switchyard".into(),
             timeout_ms: 100,
             retry_secs: 1.0,
+            sync_ms: 0,
         }
     }
 }

@@ -30,6 +30,10 @@ struct Map {
     /// Hashed with foldhash: the names are made from config (keys, teams, providers), never
     /// by a caller, and a request touches up to nine of them (SipHash cost ~4k instructions).
     entries: foldhash::HashMap<String, Entry>,
+    /// When each key's number was last read from the shared backend (the Redis backend's
+    /// copy, [`MemoryState::admit_on_copy`]); kept apart from `entries`, whose cells expire
+    /// as soon as they are full again.
+    read: foldhash::HashMap<String, Instant>,
     writes: u64,
 }
 
@@ -37,6 +41,12 @@ impl Default for MemoryState {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// What a step decided on the Redis backend's copy must leave of a limit: a tenth of it
+/// (at least one unit). Closer to the end of a limit, Redis decides.
+pub fn headroom(limit: i64) -> i64 {
+    (limit.max(0) + 9) / 10
 }
 
 /// Sweep expired entries every this many writes, so an idle key costs nothing for long.
@@ -50,10 +60,21 @@ impl Map {
             .map(|e| e.value)
     }
 
+    fn mark_read(&mut self, key: &str, now: Instant) {
+        match self.read.get_mut(key) {
+            Some(at) => *at = now,
+            None => {
+                self.read.insert(key.to_owned(), now);
+            }
+        }
+    }
+
     fn put(&mut self, key: &str, value: i64, expires: Instant, now: Instant) {
         self.writes += 1;
         if self.writes % SWEEP_EVERY == 0 {
             self.entries.retain(|_, e| e.expires > now);
+            self.read
+                .retain(|_, at| now.duration_since(*at) < super::PERIOD);
         }
         match self.entries.get_mut(key) {
             Some(e) => *e = Entry { value, expires },
@@ -106,8 +127,85 @@ impl MemoryState {
         force: bool,
     ) -> (Vec<Decision>, Reserved) {
         let now = Instant::now();
+        let mut map = self.lock();
+        self.decide(&mut map, now, (takes, counters, amount), force, false)
+            .unwrap_or_default()
+    }
+
+    /// The Redis backend's admission on this replica's copy of the shared numbers: the step
+    /// is made here, as [`MemoryState::admit_now`] would, only when every key's number was
+    /// read from Redis within `fresh` ([`MemoryState::absorb`]) and the step leaves at least a
+    /// tenth of every limit ([`headroom`]); otherwise nothing changes and the answer is
+    /// `None` (Redis decides). So a refusal, and every step near the end of a limit, is always
+    /// Redis's.
+    pub fn admit_on_copy(
+        &self,
+        takes: &[Take],
+        counters: &[Counter],
+        amount: i64,
+        fresh: Duration,
+    ) -> Option<(Vec<Decision>, Reserved)> {
+        let now = Instant::now();
+        let mut map = self.lock();
+        let read = |key: &str| {
+            map.read
+                .get(key)
+                .is_some_and(|at| now.saturating_duration_since(*at) < fresh)
+        };
+        let keys = takes
+            .iter()
+            .map(|t| &t.key)
+            .chain(counters.iter().map(|c| &c.key));
+        if !keys.into_iter().all(|k| read(k)) {
+            return None;
+        }
+        self.decide(&mut map, now, (takes, counters, amount), false, true)
+    }
+
+    /// Folds what a Redis step answered into the copy: each cell's and counter's number
+    /// becomes the larger of the copy's and Redis's (Redis's holds the other replicas' takes;
+    /// the copy may hold this replica's takes still queued for Redis), and counts as read
+    /// now. `decisions` are per take and `values` per counter, as [`State::admit_reserving`]
+    /// answers.
+    pub fn absorb(
+        &self,
+        takes: &[Take],
+        counters: &[Counter],
+        decisions: &[Decision],
+        values: &[i64],
+    ) {
+        let now = Instant::now();
         let now_us = self.now_us(now);
         let mut map = self.lock();
+        for (t, d) in takes.iter().zip(decisions) {
+            // Until the cell is full again: its tat is that far from now.
+            let tat = now_us + d.reset_after.as_micros() as u64;
+            let copy = map.live(&t.key, now).map_or(0, |v| v as u64);
+            if tat > copy && !d.reset_after.is_zero() {
+                map.put(&t.key, tat as i64, now + d.reset_after, now);
+            }
+            map.mark_read(&t.key, now);
+        }
+        for (c, &v) in counters.iter().zip(values) {
+            if map.live(&c.key, now).is_none_or(|copy| v > copy) {
+                map.put(&c.key, v, now + c.ttl, now);
+            }
+            map.mark_read(&c.key, now);
+        }
+    }
+
+    /// One step under the lock: GCRA over the takes and the reservation on the counters,
+    /// both made or neither. With `need_headroom`, a step that would be refused or leave less
+    /// than [`headroom`] of any limit is not made and the answer is `None`.
+    fn decide(
+        &self,
+        map: &mut Map,
+        now: Instant,
+        (takes, counters, amount): (&[Take], &[Counter], i64),
+        force: bool,
+        need_headroom: bool,
+    ) -> Option<(Vec<Decision>, Reserved)> {
+        let now_us = self.now_us(now);
         let mut decisions = Vec::with_capacity(takes.len());
         let mut tats = Vec::with_capacity(takes.len());
         for t in takes {
@@ -125,6 +223,19 @@ impl MemoryState {
             .zip(&values)
             .any(|(c, v)| c.limit.is_some_and(|l| *v >= l || v + amount > l));
         let allowed = room && decisions.iter().all(|d| d.allowed);
+        if need_headroom {
+            let cells = takes
+                .iter()
+                .zip(&decisions)
+                .all(|(t, d)| d.remaining >= headroom(t.limit as i64) as u64);
+            let ceilings = counters.iter().zip(&values).all(|(c, v)| {
+                c.limit
+                    .is_none_or(|l| v.saturating_add(amount) <= l - headroom(l))
+            });
+            if !(allowed && cells && ceilings) {
+                return None;
+            }
+        }
         if allowed {
             for (t, tat) in takes.iter().zip(tats) {
                 let ttl = std::time::Duration::from_micros(tat.saturating_sub(now_us));
@@ -143,7 +254,7 @@ impl MemoryState {
                 }
             }
         }
-        (decisions, Reserved { allowed, values })
+        Some((decisions, Reserved { allowed, values }))
     }
 
     /// Adds `amount` to every counter, ignoring ceilings ([`Settle::Add`]).

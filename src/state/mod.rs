@@ -3,7 +3,10 @@
 //! [`memory::MemoryState`] keeps them in this process (the default: one sidecar on a laptop
 //! needs no Redis). [`redis::RedisState`] keeps them in a Redis-protocol server so that every
 //! replica of a deployment decides against the same numbers: admission is an atomic Lua step on
-//! the server, never a local copy (a fleet deciding on local copies admits limit × replicas).
+//! the server, not a local copy (a fleet deciding on local copies alone admits limit ×
+//! replicas). `state.sync_ms` trades a little of that for latency: a replica admits on its copy
+//! while the copy was read from Redis within that many milliseconds and a tenth of every limit
+//! is left, and Redis decides the rest, every refusal included.
 //! When Redis is unreachable it decides on its own local state, says so once in the log and in
 //! [`backend_healthy`], and goes back to Redis when it answers again.
 //!
@@ -63,7 +66,7 @@ pub struct Counter {
 }
 
 /// The outcome of [`State::reserve`] (and of the reservation in [`State::admit_reserving`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reserved {
     /// Whether the amount was added (every ceiling had room, and every take of a combined
     /// step fitted).

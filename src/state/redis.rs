@@ -10,6 +10,11 @@
 //! in one pipelined round trip, so under load they cost a fraction of a round trip each, and a
 //! request never waits for them. Shutdown flushes the queue ([`State::flush`]).
 //!
+//! With `state.sync_ms`, a step is decided on this replica's copy of the shared numbers when
+//! the copy is that fresh and the step leaves a tenth of every limit
+//! ([`MemoryState::admit_on_copy`]); Redis then gets the same step, forced, written behind, and
+//! the copy is refreshed by every step Redis decides. Refusals are always Redis's.
+//!
 //! When Redis does not answer within `state.timeout_ms` (the connection is then closed, and the
 //! next step makes a new one), the operation is decided on a local
 //! [`MemoryState`] instead: the sidecar keeps serving on local limits, logs the outage once, and
@@ -27,6 +32,7 @@ use super::memory::MemoryState;
 use super::resp::{self, Commands, Connection, Endpoint, Reply};
 use super::{Counter, Decision, Reserved, Settle, State, StateError, Take};
 use crate::config::StateConfig;
+use crate::telemetry::metrics::{state_admissions as admissions, StateDecided as Decided};
 
 /// Admission: [`super::gcra`] over several cells and a reservation on spend counters, as one
 /// all-or-nothing step (cells and counters of one principal share a hash tag, so one slot).
@@ -151,7 +157,13 @@ struct Core {
     link: Mutex<Option<Arc<Link>>>,
     /// Held while a connection is being made, so that only one is.
     connecting: tokio::sync::Mutex<()>,
+    /// Decisions while Redis is unreachable; with `state.sync_ms`, also the copy of the
+    /// shared numbers admissions are decided on ([`MemoryState::admit_on_copy`]), which then
+    /// holds every settlement too.
     local: MemoryState,
+    /// `state.sync_ms`: how fresh the copy must be for a step to be decided on it; `None`
+    /// (0) when every admission is a step in Redis.
+    copy: Option<Duration>,
     timeout: Duration,
     retry: Duration,
     healthy: AtomicBool,
@@ -205,13 +217,15 @@ impl RedisState {
         // The URL may carry a password: the error never echoes it.
         let endpoint = Endpoint::parse(url)
             .map_err(|why| StateError(format!("state.url is not a usable Redis URL: {why}")))?;
-        // Registers the gauge with the process's metrics.
+        // Registers the gauge and the counters with the process's metrics.
         let _ = crate::telemetry::metrics::state_backend_up();
+        let _ = admissions(Decided::Shared);
         let core = Arc::new(Core {
             endpoint,
             link: Mutex::default(),
             connecting: tokio::sync::Mutex::new(()),
             local: MemoryState::new(),
+            copy: (config.sync_ms > 0).then(|| Duration::from_millis(config.sync_ms)),
             timeout: Duration::from_millis(config.timeout_ms),
             retry: Duration::from_secs_f64(config.retry_secs),
             healthy: AtomicBool::new(true),
@@ -456,6 +470,59 @@ impl Core {
         Some((decisions, reserved))
     }
 
+    /// Waits (at most `limit`) until every queued settlement is written.
+    async fn drain(&self, limit: Duration) {
+        {
+            let q = self.queue();
+            if q.items.is_empty() && !q.writing {
+                return;
+            }
+        }
+        let drained = async {
+            loop {
+                let idle = self.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                {
+                    let q = self.queue();
+                    if q.items.is_empty() && !q.writing {
+                        return;
+                    }
+                }
+                idle.await;
+            }
+        };
+        // A writer gathering settlements ([`GATHER`]) writes them now.
+        self.bell.notify_one();
+        let _ = tokio::time::timeout(limit, drained).await;
+    }
+
+    /// Settlements Redis did not take, kept by the local state instead (which already holds
+    /// them when it is the copy admissions are decided on).
+    fn settle_locally(&self, changes: Vec<Settle>) {
+        if self.copy.is_none() {
+            for change in changes {
+                self.local.settle(change);
+            }
+        }
+    }
+
+    /// Queues a change for the writer. Past [`QUEUE_MAX`] it is left to the local state.
+    fn enqueue(&self, change: Settle) {
+        let mut q = self.queue();
+        if q.items.len() >= QUEUE_MAX {
+            drop(q);
+            self.settle_locally(vec![change]);
+            return;
+        }
+        let ring = q.items.is_empty() && !q.writing;
+        q.items.push(change);
+        drop(q);
+        if ring {
+            self.bell.notify_one();
+        }
+    }
+
     /// Packs the script step of one settlement.
     fn settle_cmd(cmds: &mut Commands, link: &Link, eval: bool, change: &Settle) {
         match change {
@@ -490,9 +557,7 @@ impl Core {
             })
             .await;
         let Some(replies) = sent else {
-            for change in batch {
-                self.local.settle(change);
-            }
+            self.settle_locally(batch);
             return;
         };
         // Redis forgot the scripts (restarted, or SCRIPT FLUSH): those steps again, with the
@@ -514,9 +579,7 @@ impl Core {
             })
             .await;
         if again.is_none() {
-            for change in lost {
-                self.local.settle(change);
-            }
+            self.settle_locally(lost);
         }
     }
 }
@@ -668,9 +731,39 @@ impl State for RedisState {
         amount: i64,
     ) -> BoxFuture<'_, (Vec<Decision>, Reserved)> {
         Box::pin(async move {
-            match self.core.admit_step(&takes, &counters, amount).await {
-                Some(step) => step,
-                None => self.core.local.admit_now(&takes, &counters, amount, false),
+            let core = &self.core;
+            if let Some(fresh) = core.copy.filter(|_| core.healthy.load(Ordering::Relaxed)) {
+                if let Some(step) = core.local.admit_on_copy(&takes, &counters, amount, fresh) {
+                    // Made on the copy: Redis gets the same step, forced, behind.
+                    if !counters.is_empty() && amount != 0 {
+                        core.enqueue(Settle::Add(counters, amount));
+                    }
+                    // One settlement per cell, so the writer sums each cell's ([`coalesce`]).
+                    for take in takes {
+                        core.enqueue(Settle::Adjust(vec![take]));
+                    }
+                    admissions(Decided::Copy).inc();
+                    return step;
+                }
+            }
+            if core.copy.is_some() {
+                // This replica's takes made on the copy reach Redis before the step does, or
+                // Redis would decide without them.
+                core.drain(core.timeout).await;
+            }
+            match core.admit_step(&takes, &counters, amount).await {
+                Some(step) => {
+                    if core.copy.is_some() {
+                        core.local
+                            .absorb(&takes, &counters, &step.0, &step.1.values);
+                    }
+                    admissions(Decided::Shared).inc();
+                    step
+                }
+                None => {
+                    admissions(Decided::Local).inc();
+                    core.local.admit_now(&takes, &counters, amount, false)
+                }
             }
         })
     }
@@ -706,40 +799,21 @@ impl State for RedisState {
     }
 
     fn settle(&self, change: Settle) {
-        let mut q = self.core.queue();
-        if q.items.len() >= QUEUE_MAX {
-            drop(q);
-            self.core.local.settle(change);
-            return;
+        let core = &self.core;
+        if core.copy.is_some() {
+            // The copy admissions are decided on holds every change at once.
+            match &change {
+                Settle::Adjust(takes) => {
+                    core.local.step(takes, true);
+                }
+                Settle::Add(counters, amount) => core.local.add_now(counters, *amount),
+            }
         }
-        let ring = q.items.is_empty() && !q.writing;
-        q.items.push(change);
-        drop(q);
-        if ring {
-            self.core.bell.notify_one();
-        }
+        core.enqueue(change);
     }
 
     fn flush(&self, limit: Duration) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            let drained = async {
-                loop {
-                    let idle = self.core.idle.notified();
-                    tokio::pin!(idle);
-                    idle.as_mut().enable();
-                    {
-                        let q = self.core.queue();
-                        if q.items.is_empty() && !q.writing {
-                            return;
-                        }
-                    }
-                    idle.await;
-                }
-            };
-            // A writer gathering settlements ([`GATHER`]) writes them now.
-            self.core.bell.notify_one();
-            let _ = tokio::time::timeout(limit, drained).await;
-        })
+        Box::pin(self.core.drain(limit))
     }
 
     fn backend(&self) -> &'static str {

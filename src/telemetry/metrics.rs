@@ -440,6 +440,38 @@ pub fn state_backend_up() -> &'static prometheus::IntGauge {
     })
 }
 
+/// Where a keyed admission on the Redis backend was decided: the `decided` label of
+/// `switchyard_state_admissions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateDecided {
+    /// One atomic step in Redis.
+    Shared,
+    /// On this replica's recent copy of the shared numbers (`state.sync_ms`), written behind.
+    Copy,
+    /// On local state, Redis being unreachable.
+    Local,
+}
+
+/// `switchyard_state_admissions_total{decided}`: keyed admissions on the Redis backend by
+/// where they were decided (`shared` in Redis, `copy` on this replica's copy with
+/// `state.sync_ms`, `local` while Redis is unreachable). Registered on first use.
+pub fn state_admissions(decided: StateDecided) -> &'static prometheus::IntCounter {
+    static COUNTERS: OnceLock<[prometheus::IntCounter; 3]> = OnceLock::new();
+    let all = COUNTERS.get_or_init(|| {
+        let vec = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "switchyard_state_admissions_total",
+                "Keyed admissions on the Redis backend, by where they were decided.",
+            ),
+            &["decided"],
+        )
+        .expect("static metric definition is valid");
+        let _ = registry().register(Box::new(vec.clone()));
+        ["shared", "copy", "local"].map(|d| vec.with_label_values(&[d]))
+    });
+    &all[decided as usize]
+}
+
 /// The outcome of a config reload, the `result` label of `switchyard_config_reload_total`
 /// (vector's convention).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
