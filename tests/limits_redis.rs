@@ -635,3 +635,53 @@ async fn on_a_fresh_copy_a_replica_admits_without_redis_and_the_end_of_a_limit_s
     assert_eq!(b.get(vec![budget().key]).await, vec![(21 + 48) * 10]);
     assert!(a.healthy() && b.healthy());
 }
+
+/// A replica deciding on its copy learns the other replicas' takes from its own writes: each
+/// settlement Redis takes answers with the cell's or counters' numbers as every replica has
+/// written them, without a step in Redis on the request path.
+#[tokio::test]
+async fn a_replicas_own_writes_bring_the_other_replicas_takes_into_its_copy() {
+    use switchyard::state::{Counter, State, Take};
+    if !need_redis().await {
+        return;
+    }
+    let p = prefix("learn");
+    let cell = || Take {
+        key: format!("{{{p}}}:rpm"),
+        limit: 1000,
+        cost: 1,
+    };
+    let spend = || Counter {
+        key: format!("{{{p}}}:spend"),
+        limit: None,
+        ttl: Duration::from_secs(60),
+    };
+    let cfg = switchyard::config::StateConfig {
+        timeout_ms: 2000,
+        sync_ms: 60_000,
+        ..Default::default()
+    };
+    let connect = || {
+        switchyard::state::redis::RedisState::connect(&format!("redis://{REDIS}"), &cfg).unwrap()
+    };
+    let (a, b) = (connect(), connect());
+    // One admission of one unit and 5 of spend: the cell's remaining, the spend after.
+    async fn step(s: &impl State, cell: Take, spend: Counter) -> (u64, i64) {
+        let (d, r) = s.admit_reserving(vec![cell], vec![spend], 5).await;
+        assert!(r.allowed && d[0].allowed, "{d:?} {r:?}");
+        (d[0].remaining, r.values[0])
+    }
+    // Each reads the numbers from Redis once; then B takes 100 more on its copy.
+    assert_eq!(step(&a, cell(), spend()).await, (999, 5));
+    assert_eq!(step(&b, cell(), spend()).await, (998, 10));
+    for _ in 0..100 {
+        step(&b, cell(), spend()).await;
+    }
+    b.flush(Duration::from_secs(10)).await;
+    // A's copy has not seen them: this step is made on it.
+    assert_eq!(step(&a, cell(), spend()).await, (998, 10));
+    // A's write of that step answers with all 103 takes and 515 of spend.
+    a.flush(Duration::from_secs(10)).await;
+    assert_eq!(step(&a, cell(), spend()).await, (1000 - 104, 520));
+    assert!(a.healthy() && b.healthy());
+}

@@ -136,13 +136,16 @@ return string.format('%d' .. string.rep(' %d', #out - 1), unpack(out))
 const QUEUE_MAX: usize = 65_536;
 
 /// Adds an amount to counters whatever their ceilings ([`Settle::Add`]), in one reply.
-/// KEYS: counters. ARGV: amount, then each counter's TTL ms.
+/// KEYS: counters. ARGV: amount, then each counter's TTL ms. Returns the counters' values
+/// after the add, as [`ADMIT`] does (the copy of `state.sync_ms` is refreshed from them).
 const ADD: &str = r#"
+local out = {}
 for i, key in ipairs(KEYS) do
-  redis.call('INCRBY', key, ARGV[1])
+  out[i] = redis.call('INCRBY', key, ARGV[1])
   redis.call('PEXPIRE', key, ARGV[1 + i])
 end
-return 0
+if #out == 0 then return '' end
+return string.format('%d' .. string.rep(' %d', #out - 1), unpack(out))
 "#;
 
 /// Shared state in Redis, with a local fallback.
@@ -453,16 +456,7 @@ impl Core {
         if flat.len() != cells + 1 + counters.len() {
             return None;
         }
-        let us = |v: i64| Duration::from_micros(v.max(0) as u64);
-        let decisions = flat[..cells]
-            .chunks_exact(4)
-            .map(|c| Decision {
-                allowed: c[0] == 1,
-                remaining: c[1].max(0) as u64,
-                reset_after: us(c[2]),
-                retry_after: us(c[3]),
-            })
-            .collect();
+        let decisions = decisions(&flat[..cells]);
         let reserved = Reserved {
             allowed: flat[cells] == 1,
             values: flat[cells + 1..].to_vec(),
@@ -495,6 +489,25 @@ impl Core {
         // A writer gathering settlements ([`GATHER`]) writes them now.
         self.bell.notify_one();
         let _ = tokio::time::timeout(limit, drained).await;
+    }
+
+    /// Folds what Redis answered to a settlement into the copy admissions are decided on: a
+    /// cell's state, or counters' values, with every replica's takes written so far. So a
+    /// replica that keeps writing keeps its copy as fresh as its writes, and learns the
+    /// other replicas' takes a few milliseconds after they reach Redis.
+    fn refresh_copy(&self, change: &Settle, reply: &Reply) {
+        let Reply::Bytes(b) = reply else { return };
+        let Some(flat) = parse_ints(b) else { return };
+        match change {
+            Settle::Adjust(takes) if flat.len() == 4 * takes.len() + 1 => {
+                let cells = decisions(&flat[..4 * takes.len()]);
+                self.local.absorb(takes, &[], &cells, &[]);
+            }
+            Settle::Add(counters, _) if flat.len() == counters.len() => {
+                self.local.absorb(&[], counters, &[], &flat);
+            }
+            _ => {}
+        }
     }
 
     /// Settlements Redis did not take, kept by the local state instead (which already holds
@@ -560,6 +573,11 @@ impl Core {
             self.settle_locally(batch);
             return;
         };
+        if self.copy.is_some() {
+            for (change, reply) in batch.iter().zip(&replies) {
+                self.refresh_copy(change, reply);
+            }
+        }
         // Redis forgot the scripts (restarted, or SCRIPT FLUSH): those steps again, with the
         // scripts' text. Nothing else in the batch runs twice.
         let lost: Vec<Settle> = batch
@@ -823,6 +841,19 @@ impl State for RedisState {
     fn healthy(&self) -> bool {
         self.core.healthy.load(Ordering::Relaxed)
     }
+}
+
+/// The cells' part of an [`ADMIT`] reply: four integers per cell.
+fn decisions(flat: &[i64]) -> Vec<Decision> {
+    let us = |v: i64| Duration::from_micros(v.max(0) as u64);
+    flat.chunks_exact(4)
+        .map(|c| Decision {
+            allowed: c[0] == 1,
+            remaining: c[1].max(0) as u64,
+            reset_after: us(c[2]),
+            retry_after: us(c[3]),
+        })
+        .collect()
 }
 
 /// The admission script's reply: integers separated by single spaces, as `str::parse::<i64>`
