@@ -45,7 +45,7 @@ impl Default for MemoryState {
 
 /// What a step decided on the Redis backend's copy must leave of a limit: a tenth of it
 /// (at least one unit). Closer to the end of a limit, Redis decides.
-pub fn headroom(limit: i64) -> i64 {
+fn headroom(limit: i64) -> i64 {
     (limit.max(0) + 9) / 10
 }
 
@@ -135,7 +135,7 @@ impl MemoryState {
     /// The Redis backend's admission on this replica's copy of the shared numbers: the step
     /// is made here, as [`MemoryState::admit_now`] would, only when every key's number was
     /// read from Redis within `fresh` ([`MemoryState::absorb`]) and the step leaves at least a
-    /// tenth of every limit ([`headroom`]); otherwise nothing changes and the answer is
+    /// tenth of every limit (at least one unit); otherwise nothing changes and the answer is
     /// `None` (Redis decides). So a refusal, and every step near the end of a limit, is always
     /// Redis's.
     pub fn admit_on_copy(
