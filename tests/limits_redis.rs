@@ -701,3 +701,72 @@ async fn a_replicas_own_writes_bring_the_other_replicas_takes_into_its_copy() {
     assert_eq!(step(&a, cell(), spend()).await, (1000 - 104, 520));
     assert!(a.healthy() && b.healthy());
 }
+
+/// With `state.sync_ms`, the copy is also what a replica decides on while Redis is away: the
+/// takes made before the outage still count, so the key gets its limit once, not once more.
+#[tokio::test]
+async fn through_an_outage_a_replica_keeps_deciding_on_its_copy() {
+    use switchyard::state::{State, Take};
+    if !need_redis().await {
+        return;
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Some(mut redis) = OwnRedis::start(port) else {
+        if std::env::var_os("CI").is_some() {
+            panic!("redis-server cannot be started, and CI is set");
+        }
+        eprintln!("skipping: no redis-server binary");
+        return;
+    };
+    let addr = format!("127.0.0.1:{port}");
+    wait_until_up(&addr).await;
+    let cfg = switchyard::config::StateConfig {
+        timeout_ms: 200,
+        retry_secs: 0.2,
+        sync_ms: 60_000,
+        ..Default::default()
+    };
+    let state =
+        switchyard::state::redis::RedisState::connect(&format!("redis://{addr}"), &cfg).unwrap();
+    let key = format!("{{{}}}:rpm", prefix("outage"));
+    let cell = || Take {
+        key: key.clone(),
+        limit: 10,
+        cost: 1,
+    };
+    for i in 0..5 {
+        assert!(state.admit(vec![cell()]).await[0].allowed, "take {i}");
+    }
+    state.flush(Duration::from_secs(10)).await;
+    assert!(state.healthy());
+
+    redis.stop();
+    // Five more fit, whether on the copy or (once the writer finds Redis gone) locally on
+    // the same numbers; the eleventh is refused.
+    for i in 5..10 {
+        assert!(state.admit(vec![cell()]).await[0].allowed, "take {i}");
+    }
+    let refused = state.admit(vec![cell()]).await;
+    assert!(!refused[0].allowed, "{refused:?}");
+    assert!(refused[0].retry_after > Duration::ZERO);
+    assert!(!state.healthy());
+
+    // Back (empty: it keeps nothing on disk): after the probe interval Redis decides again.
+    let _redis = OwnRedis::start(port).expect("redis-server restarts");
+    wait_until_up(&addr).await;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = state.admit(vec![cell()]).await;
+        if state.healthy() {
+            break;
+        }
+    }
+    assert!(
+        state.healthy(),
+        "Redis answered again but the state did not go back to it"
+    );
+}
