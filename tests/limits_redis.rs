@@ -250,6 +250,30 @@ impl Drop for OwnRedis {
     }
 }
 
+/// A `redis-server` of our own on a free loopback port, answering, and its address; `None`
+/// (the test skips) without a Redis to test against or a `redis-server` binary, either of
+/// which fails under CI.
+async fn own_redis() -> Option<(OwnRedis, String)> {
+    if !need_redis().await {
+        return None;
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Some(redis) = OwnRedis::start(port) else {
+        if std::env::var_os("CI").is_some() {
+            panic!("redis-server cannot be started, and CI is set");
+        }
+        eprintln!("skipping: no redis-server binary");
+        return None;
+    };
+    let addr = format!("127.0.0.1:{port}");
+    wait_until_up(&addr).await;
+    Some((redis, addr))
+}
+
 async fn wait_until_up(addr: &str) {
     for _ in 0..100 {
         if redis_up(addr).await {
@@ -262,23 +286,9 @@ async fn wait_until_up(addr: &str) {
 
 #[tokio::test]
 async fn redis_stopped_mid_run_then_back_resumes_shared_accounting() {
-    if !need_redis().await {
-        return;
-    }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let Some(mut redis) = OwnRedis::start(port) else {
-        if std::env::var_os("CI").is_some() {
-            panic!("redis-server cannot be started, and CI is set");
-        }
-        eprintln!("skipping: no redis-server binary");
+    let Some((mut redis, addr)) = own_redis().await else {
         return;
     };
-    let addr = format!("127.0.0.1:{}", redis.port);
-    wait_until_up(&addr).await;
     let cfg = config(&format!("redis://{addr}"), &prefix("kill"), "    rpm: 4");
     let (a, b) = (gateway(&cfg).await, gateway(&cfg).await);
     // Shared: 2 + 2 use the key's 4, and both instances see it.
@@ -301,7 +311,7 @@ async fn redis_stopped_mid_run_then_back_resumes_shared_accounting() {
 
     // Redis returns (empty: it keeps nothing on disk): after the probe interval the next
     // request goes to Redis again and the instances share one cell once more.
-    let _redis = OwnRedis::start(port).expect("redis-server restarts");
+    let _redis = OwnRedis::start(redis.port).expect("redis-server restarts");
     wait_until_up(&addr).await;
     let mut statuses = Vec::new();
     for i in 0..40 {
@@ -707,23 +717,9 @@ async fn a_replicas_own_writes_bring_the_other_replicas_takes_into_its_copy() {
 #[tokio::test]
 async fn through_an_outage_a_replica_keeps_deciding_on_its_copy() {
     use switchyard::state::{State, Take};
-    if !need_redis().await {
-        return;
-    }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let Some(mut redis) = OwnRedis::start(port) else {
-        if std::env::var_os("CI").is_some() {
-            panic!("redis-server cannot be started, and CI is set");
-        }
-        eprintln!("skipping: no redis-server binary");
+    let Some((mut redis, addr)) = own_redis().await else {
         return;
     };
-    let addr = format!("127.0.0.1:{port}");
-    wait_until_up(&addr).await;
     let cfg = switchyard::config::StateConfig {
         timeout_ms: 200,
         retry_secs: 0.2,
@@ -756,7 +752,7 @@ async fn through_an_outage_a_replica_keeps_deciding_on_its_copy() {
     assert!(!state.healthy());
 
     // Back (empty: it keeps nothing on disk): after the probe interval Redis decides again.
-    let _redis = OwnRedis::start(port).expect("redis-server restarts");
+    let _redis = OwnRedis::start(redis.port).expect("redis-server restarts");
     wait_until_up(&addr).await;
     for _ in 0..40 {
         tokio::time::sleep(Duration::from_millis(50)).await;
