@@ -349,8 +349,14 @@ async fn redis_cmd(args: &[&str]) -> String {
 }
 
 fn redis_state() -> switchyard::state::redis::RedisState {
+    redis_state_with_sync(0)
+}
+
+/// A Redis state on the machine's Redis with `state.sync_ms` set.
+fn redis_state_with_sync(sync_ms: u64) -> switchyard::state::redis::RedisState {
     let cfg = switchyard::config::StateConfig {
         timeout_ms: 2000,
+        sync_ms,
         ..Default::default()
     };
     switchyard::state::redis::RedisState::connect(&format!("redis://{REDIS}"), &cfg).unwrap()
@@ -613,13 +619,7 @@ async fn on_a_fresh_copy_a_replica_admits_without_redis_and_the_end_of_a_limit_s
         limit: Some(1_000_000),
         ttl: Duration::from_secs(60),
     };
-    let cfg = switchyard::config::StateConfig {
-        timeout_ms: 2000,
-        sync_ms: 60_000,
-        ..Default::default()
-    };
-    let a =
-        switchyard::state::redis::RedisState::connect(&format!("redis://{REDIS}"), &cfg).unwrap();
+    let a = redis_state_with_sync(60_000);
     let b = redis_state();
     let on_copy = || state_admissions(StateDecided::Copy).get();
     let copied_before = on_copy();
@@ -682,15 +682,7 @@ async fn a_replicas_own_writes_bring_the_other_replicas_takes_into_its_copy() {
         limit: None,
         ttl: Duration::from_secs(60),
     };
-    let cfg = switchyard::config::StateConfig {
-        timeout_ms: 2000,
-        sync_ms: 60_000,
-        ..Default::default()
-    };
-    let connect = || {
-        switchyard::state::redis::RedisState::connect(&format!("redis://{REDIS}"), &cfg).unwrap()
-    };
-    let (a, b) = (connect(), connect());
+    let (a, b) = (redis_state_with_sync(60_000), redis_state_with_sync(60_000));
     // One admission of one unit and 5 of spend: the cell's remaining, the spend after.
     async fn step(s: &impl State, cell: Take, spend: Counter) -> (u64, i64) {
         let (d, r) = s.admit_reserving(vec![cell], vec![spend], 5).await;
