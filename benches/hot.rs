@@ -620,6 +620,16 @@ fn ratelimit(c: &mut Criterion) {
     g.bench_function("memory_step/rpm_tpm", |b| {
         b.iter(|| mem.step(black_box(&takes), false))
     });
+    // The same admission on the Redis backend's copy (`state.sync_ms`), whose cells were read
+    // from Redis a moment ago: the step is made here, with no round trip.
+    let copy = MemoryState::new();
+    let read = copy.step(&takes, false);
+    copy.absorb(&takes, &[], &read, &[]);
+    let fresh = Duration::from_secs(3600);
+    assert!(copy.admit_on_copy(&takes, &[], 0, fresh).is_some());
+    g.bench_function("copy_step/rpm_tpm", |b| {
+        b.iter(|| copy.admit_on_copy(black_box(&takes), &[], 0, fresh))
+    });
     // The layer's admission: builds the takes, steps the state, writes `x-ratelimit-*`.
     let shared: SharedState = Arc::new(MemoryState::new());
     let limiter = Limiter::new(
