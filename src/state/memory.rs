@@ -267,6 +267,17 @@ impl MemoryState {
         }
     }
 
+    /// Applies a settlement at once ([`State::settle`]; also the Redis backend's copy, which
+    /// holds every settlement as it is queued for Redis).
+    pub fn apply(&self, change: &Settle) {
+        match change {
+            Settle::Adjust(takes) => {
+                self.step(takes, true);
+            }
+            Settle::Add(counters, amount) => self.add_now(counters, *amount),
+        }
+    }
+
     /// See [`State::get`].
     pub fn get_now(&self, keys: &[String]) -> Vec<i64> {
         let now = Instant::now();
@@ -300,14 +311,7 @@ impl State for MemoryState {
     }
 
     fn settle(&self, change: Settle) {
-        match change {
-            Settle::Adjust(takes) => {
-                self.step(&takes, true);
-            }
-            Settle::Add(counters, amount) => {
-                self.add_now(&counters, amount);
-            }
-        }
+        self.apply(&change);
     }
 
     fn flush(&self, _: Duration) -> BoxFuture<'_, ()> {

@@ -820,12 +820,7 @@ impl State for RedisState {
         let core = &self.core;
         if core.copy.is_some() {
             // The copy admissions are decided on holds every change at once.
-            match &change {
-                Settle::Adjust(takes) => {
-                    core.local.step(takes, true);
-                }
-                Settle::Add(counters, amount) => core.local.add_now(counters, *amount),
-            }
+            core.local.apply(&change);
         }
         core.enqueue(change);
     }
