@@ -5,7 +5,7 @@
 #   DURATION=5s CONCURRENCY="1 64" bench/load.sh
 #   ROUNDS=3 DURATION=5s bench/load.sh            # every target once per round, interleaved;
 #                                                  # medians, and ratios per round
-#   FULL_SYNC_MS=100 bench/load.sh                 # full admits on its copy (state.sync_ms)
+#   SYNC_MS=1000 bench/load.sh                     # full-sync's state.sync_ms (0: no full-sync)
 #
 # See bench/README.md for what is measured and what the columns mean. Everything binds to
 # 127.0.0.1; every process started here is stopped on exit; every wait is bounded.
@@ -28,14 +28,16 @@ FULL_PORT="${FULL_PORT:-4101}"          # switchyard with every feature on (keys
 FULL_ADMIN_PORT="${FULL_ADMIN_PORT:-9566}"
 SINK_PORT="${SINK_PORT:-9103}"          # OTLP/HTTP sink for the full variant's spans
 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
-FULL_SYNC_MS="${FULL_SYNC_MS:-0}"       # the full variant's state.sync_ms (0: every admission in Redis)
+SYNC_PORT="${SYNC_PORT:-4102}"          # full-sync: full admitting on its copy (state.sync_ms)
+SYNC_ADMIN_PORT="${SYNC_ADMIN_PORT:-9567}"
+SYNC_MS="${SYNC_MS:-100}"               # full-sync's state.sync_ms (0 leaves full-sync out)
 TTFB_REQUESTS="${TTFB_REQUESTS:-300}"   # sequential streamed requests per target for TTFB
 READY_TIMEOUT_S="${READY_TIMEOUT_S:-20}"
 RESULTS_DIR="${RESULTS_DIR:-$ROOT/bench/results}"
 CMDLINE="ROUNDS=$ROUNDS DURATION=$DURATION CONCURRENCY=\"$CONCURRENCY\" WARMUP=$WARMUP bench/load.sh${*:+ $*}"
 [[ "$ROUNDS" == 1 ]] && CMDLINE="${CMDLINE#ROUNDS=1 }"
-[[ "$FULL_SYNC_MS" == 0 ]] || CMDLINE="FULL_SYNC_MS=$FULL_SYNC_MS $CMDLINE"
-[[ "$FULL_SYNC_MS" =~ ^[0-9]+$ ]] || die "FULL_SYNC_MS must be a whole number of milliseconds"
+[[ "$SYNC_MS" == 100 ]] || CMDLINE="SYNC_MS=$SYNC_MS $CMDLINE"
+[[ "$SYNC_MS" =~ ^[0-9]+$ ]] || die "SYNC_MS must be a whole number of milliseconds"
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive whole number"
 
 require_tools curl jq python3 cargo getconf
@@ -62,8 +64,9 @@ build_bare_proxy
 # Processes: started here, stopped on any exit
 # ---------------------------------------------------------------------------------------------
 bench_setup bench
-require_free_ports "MOCK_PORT/BARE_PORT/BARE1_PORT/SY_PORT/SY_ADMIN_PORT/FULL_PORT/FULL_ADMIN_PORT/SINK_PORT" \
-  "$MOCK_PORT" "$BARE_PORT" "$BARE1_PORT" "$SY_PORT" "$SY_ADMIN_PORT" "$FULL_PORT" "$FULL_ADMIN_PORT" "$SINK_PORT"
+require_free_ports "MOCK_PORT/BARE_PORT/BARE1_PORT/SY_PORT/SY_ADMIN_PORT/FULL_PORT/FULL_ADMIN_PORT/SINK_PORT/SYNC_PORT/SYNC_ADMIN_PORT" \
+  "$MOCK_PORT" "$BARE_PORT" "$BARE1_PORT" "$SY_PORT" "$SY_ADMIN_PORT" "$FULL_PORT" "$FULL_ADMIN_PORT" "$SINK_PORT" \
+  "$SYNC_PORT" "$SYNC_ADMIN_PORT"
 
 status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 # Reset VmHWM to the current RSS (Linux >= 4.0), so each run's peak is its own. Best effort.
@@ -98,6 +101,7 @@ log "switchyard ready in ${SY_READY_MS} ms, idle RSS ${SY_IDLE_RSS_KIB} KiB"
 
 # The "full" variant: the same routes with a caller key (auth), per-key RPM/TPM limits and a
 # daily budget kept in Redis, metrics, and every span exported over OTLP/HTTP to a local sink.
+# "full-sync" is the same with state.sync_ms: admitted on the replica's copy of the numbers.
 cat >"$WORK/sink.py" <<'PY'
 import http.server, sys
 class H(http.server.BaseHTTPRequestHandler):
@@ -115,7 +119,7 @@ python3 "$WORK/sink.py" "$SINK_PORT" >"$WORK/sink.log" 2>&1 &
 SINK_PID=$!; PIDS+=("$SINK_PID")
 wait_http "http://127.0.0.1:$SINK_PORT/" any "$SINK_PID"
 FULL_KEY="sk-bench-caller-$$"
-{
+full_config() { # full_config SYNC_MS PREFIX
   cat "$WORK/switchyard.yaml"
   cat <<YAML
 telemetry:
@@ -125,8 +129,8 @@ telemetry:
 state:
   backend: redis
   url: $REDIS_URL
-  prefix: switchyard-bench-$$
-  sync_ms: $FULL_SYNC_MS
+  prefix: $2
+  sync_ms: $1
 keys:
   - name: bench
     key: $FULL_KEY
@@ -140,12 +144,22 @@ prices:
   echo: {input: 1.0, output: 2.0}
   lorem: {input: 1.0, output: 2.0}
 YAML
-} >"$WORK/switchyard-full.yaml"
+}
+full_config 0 "switchyard-bench-$$" >"$WORK/switchyard-full.yaml"
 log "starting switchyard (full) on 127.0.0.1:$FULL_PORT (admin 127.0.0.1:$FULL_ADMIN_PORT, Redis $REDIS_URL)"
 "$SY_BIN" serve --config "$WORK/switchyard-full.yaml" \
   --listen "127.0.0.1:$FULL_PORT" --admin "127.0.0.1:$FULL_ADMIN_PORT" >"$WORK/full.log" 2>&1 &
 FULL_PID=$!; PIDS+=("$FULL_PID")
 wait_http "http://127.0.0.1:$FULL_ADMIN_PORT/readyz" 200 "$FULL_PID"
+SYNC_PID=
+if (( SYNC_MS > 0 )); then
+  full_config "$SYNC_MS" "switchyard-bench-sync-$$" >"$WORK/switchyard-full-sync.yaml"
+  log "starting switchyard (full-sync, state.sync_ms $SYNC_MS) on 127.0.0.1:$SYNC_PORT (admin 127.0.0.1:$SYNC_ADMIN_PORT)"
+  "$SY_BIN" serve --config "$WORK/switchyard-full-sync.yaml" \
+    --listen "127.0.0.1:$SYNC_PORT" --admin "127.0.0.1:$SYNC_ADMIN_PORT" >"$WORK/full-sync.log" 2>&1 &
+  SYNC_PID=$!; PIDS+=("$SYNC_PID")
+  wait_http "http://127.0.0.1:$SYNC_ADMIN_PORT/readyz" 200 "$SYNC_PID"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Requests
@@ -162,18 +176,20 @@ url_of() { case "$1" in mock) echo "http://127.0.0.1:$MOCK_PORT/v1/chat/completi
   bare) echo "http://127.0.0.1:$BARE_PORT/v1/chat/completions" ;;
   bare1) echo "http://127.0.0.1:$BARE1_PORT/v1/chat/completions" ;;
   switchyard) echo "http://127.0.0.1:$SY_PORT/v1/chat/completions" ;;
-  full) echo "http://127.0.0.1:$FULL_PORT/v1/chat/completions" ;; esac; }
+  full) echo "http://127.0.0.1:$FULL_PORT/v1/chat/completions" ;;
+  full-sync) echo "http://127.0.0.1:$SYNC_PORT/v1/chat/completions" ;; esac; }
 model_of() { # model_of TARGET MODE: the mock's model names directly, switchyard's route names
-  if [[ "$1" == switchyard || "$1" == full ]]; then [[ "$2" == stream ]] && echo chat-stream || echo chat-default
+  if [[ "$1" == switchyard || "$1" == full* ]]; then [[ "$2" == stream ]] && echo chat-stream || echo chat-default
   else [[ "$2" == stream ]] && echo lorem || echo echo; fi
 }
 pid_of() { case "$1" in mock) echo "$MOCK_PID" ;; bare) echo "$BARE_PID" ;; bare1) echo "$BARE1_PID" ;;
   switchyard) echo "$SY_PID" ;;
-  full) echo "$FULL_PID" ;; esac; }
-# auth_of TARGET: the caller key header the full variant requires (none for the others).
-auth_of() { [[ "$1" == full ]] && echo "authorization: Bearer $FULL_KEY" || echo "x-bench: 1"; }
+  full) echo "$FULL_PID" ;; full-sync) echo "$SYNC_PID" ;; esac; }
+# auth_of TARGET: the caller key header the full variants require (none for the others).
+auth_of() { [[ "$1" == full* ]] && echo "authorization: Bearer $FULL_KEY" || echo "x-bench: 1"; }
 
 TARGETS=(mock bare bare1 switchyard full)
+[[ -z "$SYNC_PID" ]] || TARGETS+=(full-sync)
 MODES=(unary stream)
 
 # Smoke test: one request per target and mode must answer 200 with the expected shape.
@@ -264,7 +280,7 @@ STAMP="$STAMP" CMDLINE="$CMDLINE" ROUNDS="$ROUNDS" DURATION="$DURATION" WARMUP="
 MACHINE="nproc=$(nproc), kernel $(uname -r), CPU ${CPU_MODEL:-unknown}, load average before the runs: $LOAD_BEFORE" \
 VERSIONS="switchyard $GIT_REV, $(rustc --version 2>/dev/null || echo 'rustc ?'), $(oha --version 2>/dev/null | head -n1)" \
 SY_READY_MS="$SY_READY_MS" SY_IDLE_RSS_KIB="$SY_IDLE_RSS_KIB" BARE_IDLE_RSS_KIB="$BARE_IDLE_RSS_KIB" \
-FULL_SYNC_MS="$FULL_SYNC_MS" python3 - "$RESULTS_TSV" "$ERRORS_TXT" "$TTFB_TSV" >"$OUT.tmp" <<'PY'
+SYNC_MS="$SYNC_MS" python3 - "$RESULTS_TSV" "$ERRORS_TXT" "$TTFB_TSV" >"$OUT.tmp" <<'PY'
 import json, os, sys
 E = os.environ
 runs = {}  # (target, mode, conc) -> one row per round, in round order
@@ -319,17 +335,18 @@ print("switchyard: start to `/readyz` 200 in **%s ms**; idle RSS before load **%
                                            int(E["BARE_IDLE_RSS_KIB"]) / 1024))
 print()
 print("Budget (vs bare proxy, same run): switchyard (default config) CPU/request <= 1.5x; "
-      "full (auth + Redis limits and budget + metrics + OTLP tracing) <= 2.5x; at one connection "
+      "full and full-sync (auth + Redis limits and budget + metrics + OTLP tracing) <= 2.5x; at one connection "
       "p50 <= +50 us and p99 <= +250 us; stream time to first byte <= +100 us.")
 print()
 print("Targets: **mock** = the upstream alone; **bare** = a minimal hyper pass-through proxy "
       "(bench/bare-proxy) on tokio's multi-thread runtime, the budget's baseline; **bare1** = "
       "the same proxy on tokio's one-thread runtime, as switchyard serves by default; **switchyard** = default config, one provider, metrics on; "
       "**full** = switchyard with a caller key, RPM/TPM limits and a daily budget in Redis, "
-      "metrics, every span exported over OTLP/HTTP"
-      + ("." if E["FULL_SYNC_MS"] == "0" else
-         f"; state.sync_ms {E['FULL_SYNC_MS']}: admitted on the replica's copy of the shared "
-         "numbers, takes written to Redis behind."))
+      "metrics, every span exported over OTLP/HTTP, every admission a step in Redis (the "
+      "default)"
+      + ("." if E["SYNC_MS"] == "0" else
+         f"; **full-sync** = full with state.sync_ms {E['SYNC_MS']}: admitted on the replica's "
+         "copy of the shared numbers while it is fresh, takes written to Redis behind."))
 print()
 hdr = ["target", "mode", "conc", "req/s", "p50 ms", "p99 ms", "success", "requests",
        "CPU us/req", "CPU ratio vs bare", "vs bare1", "p50 +us vs bare", "p50 +us vs mock",
@@ -354,7 +371,7 @@ for r in rows:
             ratio1 = "%.2fx" % cpu_ratio(r, bare1)
         if mock:
             dmock = "%+.0f" % ((r["p50"] - mock["p50"]) * 1e3)
-    if r["t"] in ("switchyard", "full") and bare:
+    if r["t"] in ("switchyard", "full", "full-sync") and bare:
         over = []
         if cpu_ratio(r, bare) > (1.5 if r["t"] == "switchyard" else 2.5): over.append("CPU")
         if r["c"] == 1 and (r["p50"] - bare["p50"]) * 1e3 > 50: over.append("p50")
@@ -375,7 +392,7 @@ if ttfb:
     for t, v in ttfb.items():
         d = "-" if t in ("mock", "bare", "bare1") or not b else "%+.0f" % ((v["ttfb_p50"] - b["ttfb_p50"]) * 1e3)
         ok = "-"
-        if t in ("switchyard", "full") and b:
+        if t in ("switchyard", "full", "full-sync") and b:
             ok = "ok" if (v["ttfb_p50"] - b["ttfb_p50"]) * 1e3 <= 100 else "OVER"
         print("| %s | %.3f | %.3f | %.3f | %s | %.3f | %s |" % (
             t, v["ttfb_p50"], v["ttfb_p90"], v["ttfb_p99"], d, v["total_p50"], ok))
