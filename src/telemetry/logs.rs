@@ -135,20 +135,22 @@ fn flush_access_lines(spare: &mut Vec<u8>) {
 fn start_access_flusher() {
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| {
-        let spawned = std::thread::Builder::new()
+        let _ = std::thread::Builder::new()
             .name("switchyard-access-log".into())
             .spawn(|| {
+                let _ = ACCESS_FLUSHER.set(std::thread::current());
                 let mut spare = Vec::new();
                 loop {
-                    // A wake-up that came while the last batch was written returns at once.
-                    std::thread::park();
+                    // Lines queued before this thread could be woken are not waited on; a
+                    // wake-up that came while the last batch was written returns at once.
+                    let idle = ACCESS_PENDING.lock().map_or(true, |p| p.is_empty());
+                    if idle {
+                        std::thread::park();
+                    }
                     std::thread::sleep(ACCESS_FLUSH_EVERY);
                     flush_access_lines(&mut spare);
                 }
             });
-        if let Ok(handle) = spawned {
-            let _ = ACCESS_FLUSHER.set(handle.thread().clone());
-        }
     });
 }
 
