@@ -314,6 +314,7 @@ def cpu_ratio(r, base):
     return median([a / b for a, b in zip(r["rounds"], base["rounds"])])
 
 ROUNDS = int(E.get("ROUNDS", "1"))
+JUDGED = ("switchyard", "full", "full-sync")  # the targets the budgets apply to
 errors = [l.rstrip("\n") for l in open(sys.argv[2]) if l.strip()]
 ttfb = {}
 for line in open(sys.argv[3]):
@@ -373,7 +374,7 @@ for r in rows:
             ratio1 = "%.2fx" % cpu_ratio(r, bare1)
         if mock:
             dmock = "%+.0f" % ((r["p50"] - mock["p50"]) * 1e3)
-    if r["t"] in ("switchyard", "full", "full-sync") and bare:
+    if r["t"] in JUDGED and bare:
         # The budgets: CPU for unary requests at 1, 16 and 64 connections, added
         # latency for unary requests at one connection (a stream's is its time to first
         # byte, below); errors anywhere.
@@ -400,7 +401,7 @@ if ttfb:
     for t, v in ttfb.items():
         d = "-" if t in ("mock", "bare", "bare1") or not b else "%+.0f" % ((v["ttfb_p50"] - b["ttfb_p50"]) * 1e3)
         ok = "-"
-        if t in ("switchyard", "full", "full-sync") and b:
+        if t in JUDGED and b:
             ok = "ok" if (v["ttfb_p50"] - b["ttfb_p50"]) * 1e3 <= 100 else "OVER"
         print("| %s | %.3f | %.3f | %.3f | %s | %.3f | %s |" % (
             t, v["ttfb_p50"], v["ttfb_p90"], v["ttfb_p99"], d, v["total_p50"], ok))
